@@ -1,0 +1,99 @@
+"""Waiting for invocation results: one tail of the `results` topic per ingress process.
+
+The listener starts at the end of `results` before the ingress accepts requests, and a waiter
+registers before its Invoke is produced, so no result can slip past.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import defaultdict
+
+import structlog
+from confluent_kafka import Consumer, TopicPartition
+
+from kinvoke.kafka import client_config
+from schemas import codec
+from schemas.records import InvocationResult
+from schemas.settings import Settings
+from schemas.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+
+class ResultsListener:
+    def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
+        self._settings = settings
+        self._loop = loop
+        self._topic = Topics(settings.topic_prefix).results
+        self._waiters: dict[str, list[asyncio.Future[InvocationResult]]] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="results", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise TimeoutError("results listener did not start")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def register(self, invocation_id: str) -> asyncio.Future[InvocationResult]:
+        fut: asyncio.Future[InvocationResult] = self._loop.create_future()
+        with self._lock:
+            self._waiters[invocation_id].append(fut)
+        return fut
+
+    def unregister(self, invocation_id: str, fut: asyncio.Future[InvocationResult]) -> None:
+        with self._lock:
+            waiters = self._waiters.get(invocation_id)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[invocation_id]
+
+    def _deliver(self, result: InvocationResult) -> None:
+        with self._lock:
+            waiters = self._waiters.pop(result.invocation_id, [])
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(result)
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            client_config(
+                self._settings,
+                **{
+                    "group.id": f"{self._settings.topic_prefix}-ingress-results",
+                    "enable.auto.commit": False,
+                    "isolation.level": "read_committed",
+                },
+            )
+        )
+        try:
+            meta = consumer.list_topics(self._topic, timeout=10.0).topics[self._topic]
+            parts = []
+            for p in sorted(meta.partitions):
+                _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10.0, cached=False)
+                parts.append(TopicPartition(self._topic, p, high))
+            # Explicit end offsets (not OFFSET_END, resolved lazily): readiness means "from here on".
+            consumer.assign(parts)
+            self._ready.set()
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, 0.05):
+                    if msg.error() is not None:
+                        continue
+                    try:
+                        result = InvocationResult.decode(msg.value() or b"")
+                    except (codec.DecodeError, ValueError) as e:
+                        log.warning("results.undecodable", offset=msg.offset(), error=str(e))
+                        continue
+                    self._loop.call_soon_threadsafe(self._deliver, result)
+        except Exception:
+            log.exception("results.crashed")
+        finally:
+            consumer.close()

@@ -1,0 +1,217 @@
+"""The HTTP ingress (aiohttp): validates a request against the registry, produces an Invoke to
+`commands`, and for calls waits for the outcome on `results`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from typing import Any
+
+import structlog
+from aiohttp import web
+from confluent_kafka import Producer
+
+from ingress_gateway.paths import IngressError, parse_invocation_path
+from ingress_gateway.results import ResultsListener
+from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type_of
+from kinvoke.kafka import producer_config
+from kinvoke.metadata import MetadataView
+from schemas.ids import InvocationId, partition_key_of
+from schemas.partitioner import routing_key
+from schemas.records import (
+    Command,
+    Failure,
+    Header,
+    InvocationResult,
+    InvocationTarget,
+    InvokedBy,
+    InvokedByKind,
+    Invoke,
+    ServiceType,
+)
+from schemas.settings import Settings
+from schemas.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+CORS_HEADERS = {
+    "vary": "origin, access-control-request-method, access-control-request-headers",
+    "access-control-allow-credentials": "true",
+}
+# Hop-by-hop and ingress-only headers are not passed to the handler.
+_DROPPED_HEADERS = {"connection", "host", "content-length", "transfer-encoding", "keep-alive", "upgrade"}
+
+
+def error_response(status: int, message: str, source: str = "ingress", **extra: Any) -> web.Response:
+    body: dict[str, Any] = {"code": status, "message": message, **extra, "source": source}
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers={"x-restate-error-source": source, **CORS_HEADERS},
+    )
+
+
+class Ingress:
+    def __init__(self, settings: Settings, metadata: MetadataView) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_prefix)
+        self.metadata = metadata
+        self.producer = Producer(producer_config(settings))
+        self.results: ResultsListener | None = None
+        self._poller: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.results = ResultsListener(self.settings, asyncio.get_running_loop())
+        await asyncio.to_thread(self.results.start)
+        self._poller = asyncio.create_task(self._poll_producer())
+
+    async def stop(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+        await asyncio.to_thread(self.producer.flush, 5.0)
+        if self.results:
+            await asyncio.to_thread(self.results.stop)
+
+    async def _poll_producer(self) -> None:
+        while True:
+            self.producer.poll(0)
+            await asyncio.sleep(0.01)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[cors_middleware])
+        app.router.add_get("/restate/health", self.health)
+        app.router.add_route("OPTIONS", "/{tail:.*}", self.preflight)
+        app.router.add_route("*", "/{tail:.*}", self.invoke)
+        app.on_startup.append(lambda _app: self.start())
+        app.on_cleanup.append(lambda _app: self.stop())
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        names = sorted(self.metadata.registry().services)
+        return web.json_response({"services": names}, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+
+    async def preflight(self, request: web.Request) -> web.Response:
+        headers = {
+            "access-control-allow-methods": request.headers.get("access-control-request-method", "POST"),
+            "access-control-allow-origin": request.headers.get("origin", "*"),
+        }
+        if "access-control-request-headers" in request.headers:
+            headers["access-control-allow-headers"] = request.headers["access-control-request-headers"]
+        return web.Response(status=200, headers=headers)
+
+    async def invoke(self, request: web.Request) -> web.StreamResponse:
+        try:
+            registry = self.metadata.registry()
+            path = parse_invocation_path(request.raw_path, lambda s: service_type_of(registry, s))
+            target = resolve_target(registry, path)
+            body = await request.read()
+            target.validate_input(request.headers.get("content-type"), body)
+        except IngressError as e:
+            return error_response(e.status, e.message)
+        invocation_id = self._new_invocation_id(target)
+        cmd = Invoke(
+            invocation_id=str(invocation_id),
+            target=InvocationTarget(
+                service=target.service,
+                handler=target.handler,
+                key=target.key,
+                service_ty=target.service_ty,
+                handler_ty=target.handler_ty,
+            ),
+            argument=body,
+            headers=[
+                Header(name=k.lower(), value=v)
+                for k, v in request.headers.items()
+                if k.lower() not in _DROPPED_HEADERS and not k.lower().startswith("idempotency-")
+            ],
+            invoked_by=InvokedBy(kind=InvokedByKind.INGRESS),
+            reply_to_results=not path.send,
+        )
+        waiter = None
+        if not path.send:
+            assert self.results is not None
+            waiter = self.results.register(str(invocation_id))
+        try:
+            await self._produce(invocation_id, Command(timestamp_ms=int(time.time() * 1000), body=cmd))
+        except Exception as e:
+            if waiter is not None:
+                self.results.unregister(str(invocation_id), waiter)  # type: ignore[union-attr]
+            log.exception("ingress.produce_failed")
+            return error_response(503, f"cannot append the invocation to the log: {e}")
+        if waiter is None:
+            return web.Response(
+                status=202,
+                body=json.dumps({"invocationId": str(invocation_id), "status": "Accepted"},
+                                separators=(",", ":")).encode(),
+                content_type="application/json",
+                headers={"x-restate-id": str(invocation_id)},
+            )
+        try:
+            result = await waiter
+        finally:
+            self.results.unregister(str(invocation_id), waiter)  # type: ignore[union-attr]
+        return self._result_response(target, result)
+
+    def _new_invocation_id(self, target: ResolvedTarget) -> InvocationId:
+        if target.key is not None:
+            pk = partition_key_of(target.key)
+        else:
+            pk = secrets.randbits(64)
+        return InvocationId.generate(pk, int(time.time() * 1000), secrets.randbits(80))
+
+    async def _produce(self, invocation_id: InvocationId, command: Command) -> None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def on_delivery(err: Any, _msg: Any) -> None:
+            if err is not None:
+                loop.call_soon_threadsafe(done.set_exception, RuntimeError(str(err)))
+            else:
+                loop.call_soon_threadsafe(done.set_result, None)
+
+        self.producer.produce(
+            self.topics.commands,
+            key=routing_key(invocation_id.partition_key),
+            value=command.encode(),
+            on_delivery=on_delivery,
+        )
+        await done
+
+    def _result_response(self, target: ResolvedTarget, result: InvocationResult) -> web.Response:
+        headers = {"x-restate-id": result.invocation_id}
+        outcome = result.result
+        if isinstance(outcome, Failure):
+            status = outcome.code if 400 <= outcome.code <= 599 else 500
+            extra: dict[str, Any] = {"metadata": outcome.metadata} if outcome.metadata else {}
+            resp = error_response(status, outcome.message, source="invocation", **extra)
+            resp.headers.update(headers)
+            return resp
+        content_type = target.output_content_type
+        if outcome.value or target.set_content_type_if_empty:
+            if content_type:
+                headers["content-type"] = content_type
+        return web.Response(status=200, body=outcome.value, headers=headers)
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    response = await handler(request)
+    for k, v in CORS_HEADERS.items():
+        response.headers.setdefault(k, v)
+    return response
+
+
+def run_ingress(settings: Settings) -> None:
+    metadata = MetadataView(settings).start()
+    ingress = Ingress(settings, metadata)
+    log.info("ingress.listening", host=settings.ingress_host, port=settings.ingress_port)
+    try:
+        web.run_app(ingress.app(), host=settings.ingress_host, port=settings.ingress_port, print=None)
+    finally:
+        metadata.stop()
+
+
+__all__ = ["Ingress", "ServiceType", "run_ingress"]

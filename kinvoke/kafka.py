@@ -1,0 +1,112 @@
+"""Kafka plumbing shared by the components: client configs, topic creation, reading to the end."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from schemas.settings import Settings
+from schemas.topics import Topics, TopicSpec
+
+log = structlog.get_logger(__name__)
+
+
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    return {"bootstrap.servers": settings.bootstrap_servers, **extra}
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Idempotent, murmur2 partitioner (Kafka's default), low linger: calls wait on these writes."""
+    return client_config(
+        settings,
+        **{"enable.idempotence": True, "partitioner": "murmur2_random", "linger.ms": 1, **extra},
+    )
+
+
+def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
+    """Create kinvoke's topics if missing; an existing topic with another partition count is an error."""
+    admin = AdminClient(client_config(settings))
+    specs = Topics(settings.topic_prefix).specs(settings.partitions)
+    existing = admin.list_topics(timeout=timeout_s).topics
+    created: list[str] = []
+    missing: list[TopicSpec] = []
+    for spec in specs:
+        meta = existing.get(spec.name)
+        if meta is None:
+            missing.append(spec)
+        elif len(meta.partitions) != spec.partitions:
+            raise RuntimeError(
+                f"topic {spec.name} has {len(meta.partitions)} partitions, kinvoke is configured for "
+                f"{spec.partitions}; partition counts are fixed at creation"
+            )
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor,
+                         config=s.config)
+                for s in missing
+            ],
+            operation_timeout=timeout_s,
+        )
+        for name, fut in futures.items():
+            try:
+                fut.result(timeout_s)
+                created.append(name)
+            except KafkaException as e:
+                if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+    if created:
+        log.info("topics.created", topics=created)
+    return created
+
+
+def read_to_end(
+    settings: Settings, topic: str, partitions: list[int], *, timeout_s: float = 60.0
+) -> Iterator[Message]:
+    """All committed records of `partitions`, from the beginning up to the end as of the call.
+
+    This is how a partition's state is restored from its compacted changelog (Kafka Streams'
+    restore): read_committed, so an aborted transaction of a dead owner is never seen.
+    """
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": f"{settings.topic_prefix}-restore",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "enable.partition.eof": True,
+            },
+        )
+    )
+    try:
+        ends: dict[int, int] = {}
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0, cached=False)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        deadline = time.monotonic() + timeout_s
+        remaining = set(ends)
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {topic} {sorted(remaining)} took longer than {timeout_s}s")
+            for msg in consumer.consume(1000, 0.1):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        remaining.discard(msg.partition())
+                        continue
+                    raise KafkaException(err)
+                yield msg
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    remaining.discard(msg.partition())
+    finally:
+        consumer.close()

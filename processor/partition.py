@@ -1,0 +1,125 @@
+"""One owned partition of `commands`: its store, its transactional producer, its batches.
+
+The transactional id is tied to the partition (`{prefix}-processor-p{N}`), so whoever owns the
+partition next fences this owner and aborts its dangling transaction in `init_transactions()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import structlog
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from kinvoke.kafka import producer_config, read_to_end
+from processor import state_machine
+from processor.state_machine import Action, InvokeAttempt, SendResult
+from processor.storage import PartitionStore
+from schemas import codec
+from schemas.partitioner import routing_key
+from schemas.ids import InvocationId
+from schemas.records import Command
+from schemas.settings import Settings
+from schemas.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+
+def transactional_id(settings: Settings, partition: int) -> str:
+    return f"{settings.topic_prefix}-processor-p{partition}"
+
+
+@dataclass
+class PartitionProcessor:
+    settings: Settings
+    partition: int
+    consumer: Consumer
+    topics: Topics = field(init=False)
+    store: PartitionStore = field(init=False)
+    producer: Producer = field(init=False)
+    pending_recovery: list[Action] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.topics = Topics(self.settings.topic_prefix)
+        self.store = PartitionStore(self.partition)
+        self.producer = Producer(
+            producer_config(
+                self.settings,
+                **{"transactional.id": transactional_id(self.settings, self.partition), "linger.ms": 0},
+            )
+        )
+
+    def open(self) -> None:
+        """Fence the previous owner, then rebuild the store from the changelog."""
+        self.producer.init_transactions(30.0)
+        count = 0
+        for msg in read_to_end(self.settings, self.topics.changelog, [self.partition]):
+            self.store.restore(msg.key().decode(), msg.value())
+            count += 1
+        self.pending_recovery = state_machine.recovery_actions(self.store)
+        log.info(
+            "partition.restored",
+            partition=self.partition,
+            changelog_records=count,
+            invocations=len(self.store.statuses),
+            to_resume=len(self.pending_recovery),
+        )
+
+    def close(self) -> None:
+        self.producer.flush(5.0)
+
+    def process(self, messages: list[Message], effects: list[Command]) -> list[Action]:
+        """Apply a batch in one Kafka transaction: changelog + results + effects + input offsets."""
+        actions: list[Action] = []
+        self.producer.begin_transaction()
+        try:
+            for effect in effects:
+                self._produce_command(effect)
+            for msg in messages:
+                actions.extend(self._apply(msg))
+            if messages:
+                offsets = [TopicPartition(self.topics.commands, self.partition, messages[-1].offset() + 1)]
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30.0)
+            self.producer.commit_transaction(30.0)
+        except Exception:
+            self._abort()
+            raise
+        return [a for a in actions if isinstance(a, InvokeAttempt)]
+
+    def _apply(self, msg: Message) -> list[Action]:
+        value = msg.value()
+        try:
+            command = Command.decode(value or b"")
+        except (codec.DecodeError, ValueError) as e:
+            self._dead_letter(msg, str(e))
+            return []
+        step = state_machine.apply(self.store, command)
+        for key, val in step.writes:
+            self.producer.produce(self.topics.changelog, key=key.encode(), value=val, partition=self.partition)
+        for action in step.actions:
+            if isinstance(action, SendResult):
+                r = action.result
+                self.producer.produce(self.topics.results, key=r.invocation_id.encode(), value=r.encode())
+        return step.actions
+
+    def _produce_command(self, command: Command) -> None:
+        body = command.body
+        pk = InvocationId.parse(body.invocation_id).partition_key
+        self.producer.produce(self.topics.commands, key=routing_key(pk), value=command.encode(), partition=self.partition)
+
+    def _dead_letter(self, msg: Message, reason: str) -> None:
+        log.warning("command.dead_letter", partition=self.partition, offset=msg.offset(), reason=reason)
+        headers = list(msg.headers() or [])
+        headers += [
+            ("kinvoke.dlq.reason", reason.encode()),
+            ("kinvoke.dlq.topic", self.topics.commands.encode()),
+            ("kinvoke.dlq.partition", str(self.partition).encode()),
+            ("kinvoke.dlq.offset", str(msg.offset()).encode()),
+        ]
+        self.producer.produce(self.topics.commands_dlq, key=msg.key(), value=msg.value(), headers=headers)
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(10.0)
+        except Exception:  # fenced or broker gone: the next owner aborts it for us
+            log.warning("partition.abort_failed", partition=self.partition, exc_info=True)

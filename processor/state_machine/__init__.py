@@ -1,0 +1,40 @@
+"""The partition state machine: a pure function of the `commands` log.
+
+`apply` takes one command and the partition's store and returns the changelog writes and the
+actions (side effects) it asks for. It does no I/O and reads no clock or random source: every
+time it needs comes in the command, so replaying the log rebuilds the changelog exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from processor.state_machine.actions import Action, InvokeAttempt, SendResult
+from processor.state_machine.context import StepContext
+from processor.state_machine.lifecycle import attempt_ended, invoke, recover
+from processor.storage import PartitionStore, Transaction
+from schemas.records import AttemptEnded, Command, Invoke
+
+
+@dataclass(frozen=True)
+class StepResult:
+    writes: list[tuple[str, bytes | None]]
+    actions: list[Action]
+
+
+def apply(store: PartitionStore, command: Command) -> StepResult:
+    ctx = StepContext(txn=Transaction(store), now_ms=command.timestamp_ms)
+    body = command.body
+    if isinstance(body, Invoke):
+        invoke.apply(ctx, body)
+    elif isinstance(body, AttemptEnded):
+        attempt_ended.apply(ctx, body)
+    return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
+
+
+def recovery_actions(store: PartitionStore) -> list[Action]:
+    """What a new owner of the partition must restart: every invocation that was running."""
+    return recover.actions(store)
+
+
+__all__ = ["Action", "InvokeAttempt", "SendResult", "StepResult", "apply", "recovery_actions"]

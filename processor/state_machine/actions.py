@@ -1,0 +1,26 @@
+"""Side effects the state machine asks for; the partition processor executes them after commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas.records import InvocationResult
+
+
+@dataclass(frozen=True)
+class InvokeAttempt:
+    """Run attempt `attempt` of an invocation against its deployment, not before `not_before_ms`."""
+
+    invocation_id: str
+    attempt: int
+    not_before_ms: int = 0
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """Publish a completed invocation's outcome on `results` (in the same transaction)."""
+
+    result: InvocationResult
+
+
+Action = InvokeAttempt | SendResult

@@ -1,0 +1,41 @@
+"""What one state-machine step works with: the transaction, the command's clock, the actions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from processor.state_machine.actions import Action
+from processor.storage import Transaction
+from schemas.records import InvocationStatus, JournalEntry
+
+
+@dataclass
+class StepContext:
+    txn: Transaction
+    now_ms: int  # the command's timestamp: the state machine never reads the wall clock
+    actions: list[Action] = field(default_factory=list)
+
+    def status(self, invocation_id: str) -> InvocationStatus | None:
+        return self.txn.store.status(invocation_id)
+
+    def journal(self, invocation_id: str) -> list[JournalEntry]:
+        return self.txn.store.journal(invocation_id)
+
+    def append_entry(self, status: InvocationStatus, frame: bytes, *, is_command: bool) -> JournalEntry:
+        """Append to the journal and keep the status counters in step (caller stores the status)."""
+        entry = JournalEntry(
+            invocation_id=status.invocation_id,
+            index=status.journal_length,
+            frame=frame,
+            appended_at_ms=self.now_ms,
+        )
+        self.txn.append_journal(entry)
+        status.journal_length += 1
+        if is_command:
+            status.commands_count += 1
+        status.last_stored_entry_at_ms = self.now_ms
+        status.retry_count_since_last_stored_entry = 0
+        return entry
+
+    def emit(self, action: Action) -> None:
+        self.actions.append(action)

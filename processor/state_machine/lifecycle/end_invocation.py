@@ -1,0 +1,23 @@
+"""End: the deployment finished the invocation; its OutputCommand is the result."""
+
+from __future__ import annotations
+
+from processor.state_machine import journal
+from processor.state_machine.actions import SendResult
+from processor.state_machine.context import StepContext
+from schemas.records import InvocationPhase, InvocationResult, InvocationStatus, Success
+
+
+def apply(ctx: StepContext, status: InvocationStatus) -> None:
+    result = journal.find_output(ctx.journal(status.invocation_id)) or Success(value=b"")
+    status.phase = InvocationPhase.COMPLETED
+    status.result = result
+    status.completed_at_ms = ctx.now_ms
+    status.waiting = None
+    status.next_retry_at_ms = None
+    if status.reply_to_results:
+        ctx.emit(
+            SendResult(
+                InvocationResult(invocation_id=status.invocation_id, result=result, completed_at_ms=ctx.now_ms)
+            )
+        )

@@ -1,0 +1,56 @@
+"""Invoke: a new invocation enters the partition."""
+
+from __future__ import annotations
+
+from processor.state_machine import journal
+from processor.state_machine.actions import InvokeAttempt, SendResult
+from processor.state_machine.context import StepContext
+from schemas.records import InvocationPhase, InvocationResult, InvocationStatus, Invoke
+
+
+def apply(ctx: StepContext, cmd: Invoke) -> None:
+    existing = ctx.status(cmd.invocation_id)
+    if existing is not None:
+        _duplicate(ctx, existing, cmd)
+        return
+    scheduled = cmd.execute_at_ms is not None and cmd.execute_at_ms > ctx.now_ms
+    status = InvocationStatus(
+        invocation_id=cmd.invocation_id,
+        phase=InvocationPhase.SCHEDULED if scheduled else InvocationPhase.INVOKED,
+        target=cmd.target,
+        invoked_by=cmd.invoked_by,
+        idempotency_key=cmd.idempotency_key,
+        reply_to_results=cmd.reply_to_results,
+        callers=[cmd.caller] if cmd.caller else [],
+        created_at_ms=ctx.now_ms,
+        execute_at_ms=cmd.execute_at_ms if scheduled else None,
+        modified_at_ms=ctx.now_ms,
+        attempt=1,
+    )
+    headers = [(h.name, h.value) for h in cmd.headers]
+    ctx.append_entry(status, journal.input_command(cmd.argument, headers), is_command=True)
+    ctx.txn.put_status(status)
+    ctx.emit(InvokeAttempt(cmd.invocation_id, attempt=1, not_before_ms=cmd.execute_at_ms or 0))
+
+
+def _duplicate(ctx: StepContext, status: InvocationStatus, cmd: Invoke) -> None:
+    """The same invocation id twice (a producer retry, a replayed record): never run it twice.
+
+    A new waiter on the ingress still gets the answer: the stored one if the invocation is done.
+    """
+    if not cmd.reply_to_results:
+        return
+    if status.phase == InvocationPhase.COMPLETED and status.result is not None:
+        ctx.emit(
+            SendResult(
+                InvocationResult(
+                    invocation_id=status.invocation_id,
+                    result=status.result,
+                    completed_at_ms=status.completed_at_ms or ctx.now_ms,
+                )
+            )
+        )
+    elif not status.reply_to_results:
+        status.reply_to_results = True
+        status.modified_at_ms = ctx.now_ms
+        ctx.txn.put_status(status)

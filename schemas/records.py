@@ -1,0 +1,230 @@
+"""Typed views (pydantic) of the Avro records in `schemas/avro/`.
+
+Field names equal the Avro field names, so a model dumps straight to the Avro datum. Union
+branches carry their Avro full name: fastavro writes a dict's `-type` branch and reads union
+records back as `(name, dict)` tuples, which `from_avro` turns into the right model.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, ClassVar, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import codec
+
+_MODELS: dict[str, type[AvroModel]] = {}
+M = TypeVar("M", bound="AvroModel")
+
+
+class AvroModel(BaseModel):
+    model_config = ConfigDict(frozen=False, use_enum_values=False)
+    avro_name: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.avro_name:
+            _MODELS[cls.avro_name] = cls
+
+    def to_avro(self) -> dict[str, Any]:
+        return {name: _to_avro(getattr(self, name)) for name in type(self).model_fields}
+
+    @classmethod
+    def from_avro(cls, datum: dict[str, Any]) -> Self:
+        return cls.model_validate({k: _from_avro(v) for k, v in datum.items()})
+
+    def encode(self) -> bytes:
+        return codec.encode(self.avro_name, self.to_avro())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Self:
+        return cls.from_avro(codec.decode(cls.avro_name, data))
+
+
+def _to_avro(value: Any) -> Any:
+    if isinstance(value, AvroModel):
+        return {"-type": value.avro_name, **value.to_avro()}
+    if isinstance(value, list):
+        return [_to_avro(v) for v in value]
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
+def _from_avro(value: Any) -> Any:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] in _MODELS:
+        return _MODELS[value[0]].from_avro(value[1])
+    if isinstance(value, list):
+        return [_from_avro(v) for v in value]
+    return value
+
+
+class ServiceType(StrEnum):
+    SERVICE = "SERVICE"
+    VIRTUAL_OBJECT = "VIRTUAL_OBJECT"
+    WORKFLOW = "WORKFLOW"
+
+
+class HandlerType(StrEnum):
+    EXCLUSIVE = "EXCLUSIVE"
+    SHARED = "SHARED"
+    WORKFLOW = "WORKFLOW"
+
+
+class InvokedByKind(StrEnum):
+    INGRESS = "INGRESS"
+    SERVICE = "SERVICE"
+    SUBSCRIPTION = "SUBSCRIPTION"
+    RESTART_AS_NEW = "RESTART_AS_NEW"
+
+
+class InvocationPhase(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    INBOXED = "INBOXED"
+    INVOKED = "INVOKED"
+    SUSPENDED = "SUSPENDED"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+
+
+class InvocationTarget(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.InvocationTarget"
+    service: str
+    handler: str
+    key: str | None = None
+    service_ty: ServiceType
+    handler_ty: HandlerType | None = None
+
+    def __str__(self) -> str:
+        if self.key is None:
+            return f"{self.service}/{self.handler}"
+        return f"{self.service}/{self.key}/{self.handler}"
+
+
+class Header(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Header"
+    name: str
+    value: str
+
+
+class Failure(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Failure"
+    code: int
+    message: str
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class Success(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Success"
+    value: bytes
+
+
+class CallerRef(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.CallerRef"
+    invocation_id: str
+    completion_id: int
+
+
+class InvokedBy(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.InvokedBy"
+    kind: InvokedByKind
+    invocation_id: str | None = None
+    target: str | None = None
+    subscription_id: str | None = None
+
+
+class Invoke(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Invoke"
+    invocation_id: str
+    target: InvocationTarget
+    argument: bytes
+    headers: list[Header] = Field(default_factory=list)
+    idempotency_key: str | None = None
+    invoked_by: InvokedBy
+    reply_to_results: bool = False
+    caller: CallerRef | None = None
+    execute_at_ms: int | None = None
+
+
+class Ended(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Ended"
+
+
+class Suspended(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Suspended"
+    waiting_completions: list[int] = Field(default_factory=list)
+    waiting_signals: list[int] = Field(default_factory=list)
+    waiting_named_signals: list[str] = Field(default_factory=list)
+
+
+class AttemptFailed(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.AttemptFailed"
+    code: int
+    message: str
+    stacktrace: str = ""
+    related_command_index: int | None = None
+    related_command_name: str | None = None
+    related_command_type: int | None = None
+    next_retry_delay_ms: int | None = None
+
+
+class AttemptEnded(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.AttemptEnded"
+    invocation_id: str
+    attempt: int
+    deployment_id: str
+    protocol_version: int
+    server: str | None = None
+    new_entries: list[bytes] = Field(default_factory=list)
+    outcome: Ended | Suspended | AttemptFailed
+
+
+class Command(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Command"
+    timestamp_ms: int
+    body: Invoke | AttemptEnded
+
+
+class InvocationStatus(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.InvocationStatus"
+    invocation_id: str
+    phase: InvocationPhase
+    target: InvocationTarget
+    invoked_by: InvokedBy
+    idempotency_key: str | None = None
+    reply_to_results: bool = False
+    callers: list[CallerRef] = Field(default_factory=list)
+    created_at_ms: int
+    execute_at_ms: int | None = None
+    modified_at_ms: int
+    running_at_ms: int | None = None
+    completed_at_ms: int | None = None
+    deployment_id: str | None = None
+    protocol_version: int | None = None
+    last_attempt_server: str | None = None
+    attempt: int = 0
+    retry_count: int = 0
+    retry_count_since_last_stored_entry: int = 0
+    last_stored_entry_at_ms: int = 0
+    next_retry_at_ms: int | None = None
+    last_failure: AttemptFailed | None = None
+    journal_length: int = 0
+    commands_count: int = 0
+    waiting: Suspended | None = None
+    result: Success | Failure | None = None
+
+
+class JournalEntry(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.JournalEntry"
+    invocation_id: str
+    index: int
+    frame: bytes
+    appended_at_ms: int
+
+
+class InvocationResult(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.InvocationResult"
+    invocation_id: str
+    result: Success | Failure
+    completed_at_ms: int
