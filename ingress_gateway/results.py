@@ -78,7 +78,9 @@ class ResultsListener:
             meta = consumer.list_topics(self._topic, timeout=10.0).topics[self._topic]
             parts = []
             for p in sorted(meta.partitions):
-                _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10.0, cached=False)
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, p), timeout=10.0, cached=False
+                )
                 parts.append(TopicPartition(self._topic, p, high))
             # Explicit end offsets (not OFFSET_END, resolved lazily): readiness means "from here on".
             consumer.assign(parts)

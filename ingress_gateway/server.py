@@ -26,9 +26,9 @@ from schemas.records import (
     Header,
     InvocationResult,
     InvocationTarget,
+    Invoke,
     InvokedBy,
     InvokedByKind,
-    Invoke,
     ServiceType,
 )
 from schemas.settings import Settings
@@ -144,8 +144,9 @@ class Ingress:
         if waiter is None:
             return web.Response(
                 status=202,
-                body=json.dumps({"invocationId": str(invocation_id), "status": "Accepted"},
-                                separators=(",", ":")).encode(),
+                body=json.dumps(
+                    {"invocationId": str(invocation_id), "status": "Accepted"}, separators=(",", ":")
+                ).encode(),
                 content_type="application/json",
                 headers={"x-restate-id": str(invocation_id)},
             )
@@ -156,10 +157,7 @@ class Ingress:
         return self._result_response(target, result)
 
     def _new_invocation_id(self, target: ResolvedTarget) -> InvocationId:
-        if target.key is not None:
-            pk = partition_key_of(target.key)
-        else:
-            pk = secrets.randbits(64)
+        pk = partition_key_of(target.key) if target.key is not None else secrets.randbits(64)
         return InvocationId.generate(pk, int(time.time() * 1000), secrets.randbits(80))
 
     async def _produce(self, invocation_id: InvocationId, command: Command) -> None:
@@ -190,9 +188,8 @@ class Ingress:
             resp.headers.update(headers)
             return resp
         content_type = target.output_content_type
-        if outcome.value or target.set_content_type_if_empty:
-            if content_type:
-                headers["content-type"] = content_type
+        if (outcome.value or target.set_content_type_if_empty) and content_type:
+            headers["content-type"] = content_type
         return web.Response(status=200, body=outcome.value, headers=headers)
 
 

@@ -57,8 +57,16 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         cmd = [
-            str(broker_binary()), "start", "--only", "kafka", "--host", self.host,
-            "--kafka-port", str(self.port), "--data-dir", str(self.data_dir),
+            str(broker_binary()),
+            "start",
+            "--only",
+            "kafka",
+            "--host",
+            self.host,
+            "--kafka-port",
+            str(self.port),
+            "--data-dir",
+            str(self.data_dir),
         ]
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         log.info("broker.starting", pid=self._proc.pid, bootstrap=self.bootstrap, data_dir=str(self.data_dir))

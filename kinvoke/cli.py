@@ -126,7 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kinvoke", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     dev = sub.add_parser("dev", help="start the local broker, admin, ingress and a processor")
-    dev.add_argument("--external-broker", action="store_true", help="use KINVOKE_BOOTSTRAP_SERVERS, start no broker")
+    dev.add_argument(
+        "--external-broker", action="store_true", help="use KINVOKE_BOOTSTRAP_SERVERS, start no broker"
+    )
     dev.set_defaults(func=_cmd_dev)
     sub.add_parser("processor", help="run a partition processor").set_defaults(func=_cmd_processor)
     sub.add_parser("ingress", help="run the HTTP ingress").set_defaults(func=_cmd_ingress)

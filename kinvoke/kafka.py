@@ -47,8 +47,12 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     if missing:
         futures = admin.create_topics(
             [
-                NewTopic(s.name, num_partitions=s.partitions, replication_factor=settings.replication_factor,
-                         config=s.config)
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=settings.replication_factor,
+                    config=s.config,
+                )
                 for s in missing
             ],
             operation_timeout=timeout_s,

@@ -64,7 +64,9 @@ class TopicView:
             while self._applied.get(partition, 0) <= offset:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"record {self._topic}[{partition}]@{offset} not seen after {timeout_s}s")
+                    raise TimeoutError(
+                        f"record {self._topic}[{partition}]@{offset} not seen after {timeout_s}s"
+                    )
                 self._cond.wait(min(left, 0.1))
 
     def _run(self) -> None:
@@ -83,7 +85,9 @@ class TopicView:
             parts = sorted(meta.partitions)
             ends = {}
             for p in parts:
-                _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, p), timeout=10.0, cached=False)
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, p), timeout=10.0, cached=False
+                )
                 ends[p] = high
             consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in parts])
             with self._cond:

@@ -16,8 +16,8 @@ from processor import state_machine
 from processor.state_machine import Action, InvokeAttempt, SendResult
 from processor.storage import PartitionStore
 from schemas import codec
-from schemas.partitioner import routing_key
 from schemas.ids import InvocationId
+from schemas.partitioner import routing_key
 from schemas.records import Command
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -79,7 +79,9 @@ class PartitionProcessor:
                 actions.extend(self._apply(msg))
             if messages:
                 offsets = [TopicPartition(self.topics.commands, self.partition, messages[-1].offset() + 1)]
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30.0)
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), 30.0
+                )
             self.producer.commit_transaction(30.0)
         except Exception:
             self._abort()
@@ -95,7 +97,9 @@ class PartitionProcessor:
             return []
         step = state_machine.apply(self.store, command)
         for key, val in step.writes:
-            self.producer.produce(self.topics.changelog, key=key.encode(), value=val, partition=self.partition)
+            self.producer.produce(
+                self.topics.changelog, key=key.encode(), value=val, partition=self.partition
+            )
         for action in step.actions:
             if isinstance(action, SendResult):
                 r = action.result
@@ -105,7 +109,9 @@ class PartitionProcessor:
     def _produce_command(self, command: Command) -> None:
         body = command.body
         pk = InvocationId.parse(body.invocation_id).partition_key
-        self.producer.produce(self.topics.commands, key=routing_key(pk), value=command.encode(), partition=self.partition)
+        self.producer.produce(
+            self.topics.commands, key=routing_key(pk), value=command.encode(), partition=self.partition
+        )
 
     def _dead_letter(self, msg: Message, reason: str) -> None:
         log.warning("command.dead_letter", partition=self.partition, offset=msg.offset(), reason=reason)

@@ -22,7 +22,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from kinvoke.kafka import client_config
 from kinvoke.metadata import MetadataView
-from processor.invoker import AttemptRequest, AttemptResult, DeploymentTarget, Failed, Invoker
+from processor.invoker import AttemptRequest, AttemptResult, Failed, Invoker
 from processor.invoker import Ended as InvokerEnded
 from processor.invoker import Suspended as InvokerSuspended
 from processor.partition import PartitionProcessor
@@ -205,7 +205,8 @@ class ProcessorService:
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
         )
         fut = asyncio.run_coroutine_threadsafe(
-            self._attempt(pp.partition, action, status.deployment_id, status.target.service, request), self._loop
+            self._attempt(pp.partition, action, status.deployment_id, status.target.service, request),
+            self._loop,
         )
         self.in_flight[key] = fut
         fut.add_done_callback(lambda _f, k=key: self.in_flight.pop(k, None))

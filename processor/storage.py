@@ -36,7 +36,7 @@ class PartitionStore:
         entries = self.journals.setdefault(k.invocation_id, [])
         assert k.index is not None
         if value is None:
-            del entries[k.index:]
+            del entries[k.index :]
             if not entries:
                 self.journals.pop(k.invocation_id, None)
             return

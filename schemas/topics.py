@@ -41,9 +41,13 @@ class Topics:
     def specs(self, partitions: int, results_partitions: int = 4) -> list[TopicSpec]:
         """`changelog` is co-partitioned with `commands`: same count, same partition per record."""
         return [
-            TopicSpec(self.commands, partitions, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}),
+            TopicSpec(
+                self.commands, partitions, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}
+            ),
             TopicSpec(self.changelog, partitions, {"cleanup.policy": "compact"}),
-            TopicSpec(self.results, results_partitions, {"cleanup.policy": "delete", "retention.ms": str(DAY_MS)}),
+            TopicSpec(
+                self.results, results_partitions, {"cleanup.policy": "delete", "retention.ms": str(DAY_MS)}
+            ),
             TopicSpec(self.metadata, 1, {"cleanup.policy": "compact"}),
             TopicSpec(self.commands_dlq, 1, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}),
         ]

@@ -14,7 +14,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def wait_for_port(host: str, port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -43,7 +45,11 @@ class Component:
         log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO), "KINVOKE_LOG_FORMAT": "json"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kinvoke.cli", self.name], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "kinvoke.cli", self.name],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         if self.port is not None:
             wait_for_port("127.0.0.1", self.port, timeout_s, self.proc)
@@ -65,4 +71,6 @@ class Component:
                 self.proc.wait(5)
 
     def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.name}-*.log")))
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.log_dir.glob(f"{self.name}-*.log"))
+        )

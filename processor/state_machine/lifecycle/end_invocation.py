@@ -18,6 +18,8 @@ def apply(ctx: StepContext, status: InvocationStatus) -> None:
     if status.reply_to_results:
         ctx.emit(
             SendResult(
-                InvocationResult(invocation_id=status.invocation_id, result=result, completed_at_ms=ctx.now_ms)
+                InvocationResult(
+                    invocation_id=status.invocation_id, result=result, completed_at_ms=ctx.now_ms
+                )
             )
         )

@@ -30,7 +30,10 @@ DEFAULT_RETRY_POLICY = RetryPolicy()
 
 
 def apply(
-    ctx: StepContext, status: InvocationStatus, failure: AttemptFailed, policy: RetryPolicy = DEFAULT_RETRY_POLICY
+    ctx: StepContext,
+    status: InvocationStatus,
+    failure: AttemptFailed,
+    policy: RetryPolicy = DEFAULT_RETRY_POLICY,
 ) -> None:
     status.retry_count += 1
     status.retry_count_since_last_stored_entry += 1
@@ -44,4 +47,6 @@ def apply(
         delay = policy.delay_ms(status.retry_count)
     status.next_retry_at_ms = ctx.now_ms + delay
     status.attempt += 1
-    ctx.emit(InvokeAttempt(status.invocation_id, attempt=status.attempt, not_before_ms=status.next_retry_at_ms))
+    ctx.emit(
+        InvokeAttempt(status.invocation_id, attempt=status.attempt, not_before_ms=status.next_retry_at_ms)
+    )

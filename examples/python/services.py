@@ -1,0 +1,45 @@
+"""An example Restate Python SDK deployment, used by the README, docker-compose and the tests.
+
+Serve it with: hypercorn examples.python.services:app --bind 127.0.0.1:9080
+"""
+
+from __future__ import annotations
+
+import restate
+from restate.exceptions import TerminalError
+
+greeter = restate.Service("Greeter")
+
+
+@greeter.handler()
+async def greet(ctx: restate.Context, name: str) -> str:
+    return f"Hello {name}"
+
+
+@greeter.handler()
+async def steps(ctx: restate.Context, start: int) -> int:
+    """Three durable steps: each result is journaled, so a retry never redoes a finished step."""
+    total = start
+    for i in (1, 2, 3):
+
+        async def step(i: int = i, total: int = total) -> int:
+            return total + i
+
+        total = await ctx.run_typed(f"step-{i}", step)
+    return total
+
+
+failing = restate.Service("Failing")
+
+
+@failing.handler()
+async def terminal(ctx: restate.Context, message: str) -> str:
+    raise TerminalError(message, 418)
+
+
+@failing.handler()
+async def flaky(ctx: restate.Context, message: str) -> str:
+    raise RuntimeError(f"flaky: {message}")
+
+
+app = restate.app(services=[greeter, failing])

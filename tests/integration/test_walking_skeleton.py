@@ -1,0 +1,183 @@
+"""End to end: real broker, admin/ingress/processor as separate processes, a real Python SDK
+deployment. Register, call, SIGKILL the processor, restart it, and call again."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Producer
+
+from kinvoke.kafka import create_topics, producer_config, read_to_end
+from processor.storage import PartitionStore
+from schemas.ids import InvocationId
+from schemas.partitioner import partition_of, routing_key
+from schemas.records import (
+    Command,
+    InvocationPhase,
+    InvocationTarget,
+    Invoke,
+    InvokedBy,
+    InvokedByKind,
+    ServiceType,
+)
+from schemas.service_protocol import Frame, MessageType
+from schemas.settings import Settings
+from schemas.topics import Topics
+from tests.conftest import free_port
+from tests.support.processes import Component
+from tests.support.sdk import run_sdk_deployment
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+
+
+@pytest.fixture
+def cluster(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[dict[str, Component]]:
+    admin_port, ingress_port = free_port(), free_port()
+    env = {
+        "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KINVOKE_TOPIC_PREFIX": topic_prefix,
+        "KINVOKE_PARTITIONS": str(PARTITIONS),
+        "KINVOKE_ADMIN_PORT": str(admin_port),
+        "KINVOKE_INGRESS_PORT": str(ingress_port),
+        "KINVOKE_PROCESSOR_GROUP_ID": f"{topic_prefix}-processor",
+    }
+    create_topics(
+        Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, partitions=PARTITIONS)
+    )
+    parts = {
+        "admin": Component("admin", env, tmp_path, admin_port),
+        "ingress": Component("ingress", env, tmp_path, ingress_port),
+        "processor": Component("processor", env, tmp_path),
+    }
+    try:
+        for c in parts.values():
+            c.start()
+        yield parts
+    finally:
+        for c in parts.values():
+            c.stop()
+
+
+def _call(client: httpx.Client, url: str, body: object) -> httpx.Response:
+    return client.post(
+        url, content=json.dumps(body), headers={"content-type": "application/json"}, timeout=60
+    )
+
+
+def test_register_call_kill_restart(
+    cluster: dict[str, Component], kafka_bootstrap: str, topic_prefix: str
+) -> None:
+    admin = f"http://127.0.0.1:{cluster['admin'].port}"
+    ingress = f"http://127.0.0.1:{cluster['ingress'].port}"
+    settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=topic_prefix, partitions=PARTITIONS)
+    with run_sdk_deployment() as uri, httpx.Client() as client:
+        reg = client.post(f"{admin}/deployments", json={"uri": uri}, timeout=30)
+        assert reg.status_code == 201, reg.text
+        deployment_id = reg.json()["id"]
+        assert deployment_id.startswith("dp_1")
+        assert {s["name"] for s in reg.json()["services"]} >= {"Greeter"}
+
+        # The ingress learns the registry from the metadata topic.
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if "Greeter" in client.get(f"{ingress}/restate/health").json()["services"]:
+                break
+            time.sleep(0.1)
+
+        greet = _call(client, f"{ingress}/Greeter/greet", "Alice")
+        assert greet.status_code == 200, greet.text
+        assert greet.json() == "Hello Alice"
+        greet_id = greet.headers["x-restate-id"]
+        InvocationId.parse(greet_id)
+
+        steps = _call(client, f"{ingress}/restate/call/Greeter/steps", 5)
+        assert steps.status_code == 200, steps.text
+        assert steps.json() == 5 + 1 + 2 + 3
+        steps_id = steps.headers["x-restate-id"]
+
+        sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
+        assert sent.status_code == 202
+        assert sent.json()["status"] == "Accepted"
+
+        missing = _call(client, f"{ingress}/NoSuchService/greet", "x")
+        assert missing.status_code == 404
+        assert missing.json()["source"] == "ingress"
+
+        # Crash the processor: no clean shutdown, its partitions' transactions left as they are.
+        cluster["processor"].kill()
+        cluster["processor"].start()
+        # Restart the others too: the registry must come back from the metadata topic alone.
+        for name in ("admin", "ingress"):
+            cluster[name].stop()
+            cluster[name].start()
+
+        deployments = client.get(f"{admin}/deployments").json()["deployments"]
+        assert [d["id"] for d in deployments] == [deployment_id]
+        assert client.get(f"{admin}/services/Greeter").status_code == 200
+
+        again = _call(client, f"{ingress}/Greeter/greet", "Carol")
+        assert again.status_code == 200, again.text
+        assert again.json() == "Hello Carol"
+        steps2 = _call(client, f"{ingress}/Greeter/steps", 1)
+        assert steps2.json() == 1 + 1 + 2 + 3
+
+    # The completed invocations and their journals are in the changelog (what a processor rebuilds from).
+    topics = Topics(topic_prefix)
+    steps_pk = InvocationId.parse(steps_id).partition_key
+    store = PartitionStore(partition_of(steps_pk, PARTITIONS))
+    for msg in read_to_end(settings, topics.changelog, [store.partition]):
+        store.restore(msg.key().decode(), msg.value())
+    status = store.status(steps_id)
+    assert status is not None and status.phase == InvocationPhase.COMPLETED
+    kinds = [Frame.parse(e.frame).type for e in store.journal(steps_id)]
+    assert kinds[0] == MessageType.INPUT_COMMAND
+    assert kinds.count(MessageType.RUN_COMMAND) == 3
+    assert kinds.count(MessageType.RUN_COMPLETION_NOTIFICATION) == 3
+    assert kinds[-1] == MessageType.OUTPUT_COMMAND
+
+    # The restarted processor answers from its rebuilt state: the same invocation id produced again
+    # (as a user producing to `commands` directly would) returns the stored result, without rerunning.
+    greet_inv = InvocationId.parse(greet_id)
+    duplicate = Command(
+        timestamp_ms=int(time.time() * 1000),
+        body=Invoke(
+            invocation_id=greet_id,
+            target=InvocationTarget(service="Greeter", handler="greet", service_ty=ServiceType.SERVICE),
+            argument=b'"Mallory"',
+            invoked_by=InvokedBy(kind=InvokedByKind.INGRESS),
+            reply_to_results=True,
+        ),
+    )
+    from confluent_kafka import Consumer, TopicPartition
+
+    results = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": "probe", "isolation.level": "read_committed"}
+    )
+    meta = results.list_topics(topics.results, timeout=10).topics[topics.results]
+    ends = []
+    for p in meta.partitions:
+        _, high = results.get_watermark_offsets(TopicPartition(topics.results, p), timeout=10, cached=False)
+        ends.append(TopicPartition(topics.results, p, high))
+    results.assign(ends)
+    producer = Producer(producer_config(settings))
+    producer.produce(topics.commands, key=routing_key(greet_inv.partition_key), value=duplicate.encode())
+    producer.flush(10)
+    from schemas.records import InvocationResult, Success
+
+    deadline = time.monotonic() + 20
+    found: InvocationResult | None = None
+    while found is None and time.monotonic() < deadline:
+        for msg in results.consume(100, 0.2):
+            if msg.error() is None and msg.key() == greet_id.encode():
+                found = InvocationResult.decode(msg.value())
+    results.close()
+    assert found is not None, "the rebuilt processor did not answer the duplicate invocation"
+    assert isinstance(found.result, Success)
+    assert json.loads(found.result.value) == "Hello Alice"

@@ -1,0 +1,212 @@
+"""The invocation lifecycle, table-driven: given these commands, these changelog records and actions."""
+
+from __future__ import annotations
+
+import pytest
+
+from processor import state_machine
+from processor.state_machine import InvokeAttempt, SendResult
+from processor.storage import PartitionStore
+from schemas import changelog
+from schemas.records import AttemptFailed, Ended, Failure, InvocationPhase, Success, Suspended
+from schemas.service_protocol import Frame, MessageType, decode_message
+from tests.unit.state_machine.conftest import (
+    INV,
+    Harness,
+    attempt,
+    invoke,
+    output,
+    output_failure,
+    propose,
+    run,
+    sleep,
+)
+
+
+def journal_types(sm: Harness) -> list[int]:
+    return [Frame.parse(e.frame).type for e in sm.store.journal(INV)]
+
+
+def test_invoke_creates_status_input_entry_and_asks_for_an_attempt(sm: Harness) -> None:
+    actions = sm.apply(invoke(ts=1000))
+    assert actions == [InvokeAttempt(INV, attempt=1, not_before_ms=0)]
+    assert [k for k, _ in sm.writes] == [changelog.journal_key(INV, 0), changelog.status_key(INV)]
+    status = sm.store.status(INV)
+    assert status is not None
+    assert status.phase == InvocationPhase.INVOKED
+    assert status.created_at_ms == 1000
+    assert status.journal_length == 1
+    assert journal_types(sm) == [MessageType.INPUT_COMMAND]
+    assert decode_message(Frame.parse(sm.store.journal(INV)[0].frame)).value.content == b'"Alice"'
+
+
+def test_output_and_end_complete_and_answer_the_ingress(sm: Harness) -> None:
+    sm.apply(invoke(ts=1000))
+    actions = sm.apply(attempt(1100, 1, [output(b'"Hello Alice"')], Ended()))
+    status = sm.store.status(INV)
+    assert status is not None and status.phase == InvocationPhase.COMPLETED
+    assert status.result == Success(value=b'"Hello Alice"')
+    assert status.completed_at_ms == 1100
+    assert status.deployment_id == "dp_1"
+    assert len(actions) == 1 and isinstance(actions[0], SendResult)
+    assert actions[0].result.result == Success(value=b'"Hello Alice"')
+    assert journal_types(sm) == [MessageType.INPUT_COMMAND, MessageType.OUTPUT_COMMAND]
+
+
+def test_terminal_failure_completes_with_failure(sm: Harness) -> None:
+    sm.apply(invoke())
+    actions = sm.apply(attempt(1100, 1, [output_failure(418, "nope")], Ended()))
+    assert sm.store.status(INV).result == Failure(code=418, message="nope")  # type: ignore[union-attr]
+    assert isinstance(actions[0], SendResult)
+
+
+def test_send_does_not_answer_on_results(sm: Harness) -> None:
+    sm.apply(invoke(reply=False))
+    assert sm.apply(attempt(1100, 1, [output(b"1")], Ended())) == []
+    assert sm.store.status(INV).phase == InvocationPhase.COMPLETED  # type: ignore[union-attr]
+
+
+def test_run_proposal_becomes_notification_and_resumes_at_once(sm: Harness) -> None:
+    sm.apply(invoke())
+    actions = sm.apply(
+        attempt(1100, 1, [run(1), propose(1, b"6")], Suspended(waiting_completions=[1], waiting_signals=[1]))
+    )
+    assert actions == [InvokeAttempt(INV, attempt=2)]
+    assert journal_types(sm) == [
+        MessageType.INPUT_COMMAND,
+        MessageType.RUN_COMMAND,
+        MessageType.RUN_COMPLETION_NOTIFICATION,
+    ]
+    note = decode_message(Frame.parse(sm.store.journal(INV)[2].frame))
+    assert note.completion_id == 1 and note.value.content == b"6"
+    status = sm.store.status(INV)
+    assert status is not None and status.phase == InvocationPhase.INVOKED
+    assert status.commands_count == 2 and status.journal_length == 3
+    actions = sm.apply(attempt(1200, 2, [output(b"6")], Ended()))
+    assert sm.store.status(INV).result == Success(value=b"6")  # type: ignore[union-attr]
+
+
+def test_suspension_on_missing_notification_suspends(sm: Harness) -> None:
+    sm.apply(invoke())
+    actions = sm.apply(attempt(1100, 1, [run(1)], Suspended(waiting_completions=[1], waiting_signals=[1])))
+    assert actions == []
+    status = sm.store.status(INV)
+    assert status is not None and status.phase == InvocationPhase.SUSPENDED
+    assert status.waiting == Suspended(waiting_completions=[1], waiting_signals=[1])
+
+
+@pytest.mark.parametrize(
+    ("failures", "expected_delays"),
+    [(1, [500]), (2, [500, 1000]), (4, [500, 1000, 2000, 4000])],
+)
+def test_failed_attempts_back_off_exponentially(
+    sm: Harness, failures: int, expected_delays: list[int]
+) -> None:
+    sm.apply(invoke(ts=1000))
+    delays = []
+    for n in range(1, failures + 1):
+        ts = 10_000 * n
+        actions = sm.apply(attempt(ts, n, [], AttemptFailed(code=500, message="boom")))
+        assert len(actions) == 1 and isinstance(actions[0], InvokeAttempt)
+        assert actions[0].attempt == n + 1
+        delays.append(actions[0].not_before_ms - ts)
+    assert delays == expected_delays
+    status = sm.store.status(INV)
+    assert status is not None and status.retry_count == failures
+    assert status.last_failure == AttemptFailed(code=500, message="boom")
+
+
+def test_next_retry_delay_from_the_sdk_wins(sm: Harness) -> None:
+    sm.apply(invoke())
+    actions = sm.apply(attempt(5000, 1, [], AttemptFailed(code=500, message="x", next_retry_delay_ms=100)))
+    assert actions == [InvokeAttempt(INV, attempt=2, not_before_ms=5100)]
+
+
+def test_retry_count_since_last_stored_entry_drives_ctx_run_retries(sm: Harness) -> None:
+    """The SDK decides ctx.run retries from this counter: new entries reset it, failures add one."""
+    sm.apply(invoke())
+    sm.apply(attempt(2000, 1, [run(1)], AttemptFailed(code=500, message="run failed")))
+    assert sm.store.status(INV).retry_count_since_last_stored_entry == 1  # type: ignore[union-attr]
+    sm.apply(attempt(3000, 2, [], AttemptFailed(code=500, message="run failed")))
+    assert sm.store.status(INV).retry_count_since_last_stored_entry == 2  # type: ignore[union-attr]
+    sm.apply(attempt(4000, 3, [propose(1, b"1")], Suspended(waiting_completions=[1])))
+    assert sm.store.status(INV).retry_count_since_last_stored_entry == 0  # type: ignore[union-attr]
+
+
+def test_attempts_exhausted_pause_the_invocation(sm: Harness) -> None:
+    sm.apply(invoke())
+    for n in range(1, 71):
+        actions = sm.apply(attempt(n * 1000, n, [], AttemptFailed(code=500, message="boom")))
+    assert actions == []
+    assert sm.store.status(INV).phase == InvocationPhase.PAUSED  # type: ignore[union-attr]
+
+
+def test_stale_and_redelivered_effects_change_nothing(sm: Harness) -> None:
+    sm.apply(invoke())
+    sm.apply(attempt(1100, 1, [run(1), propose(1, b"6")], Suspended(waiting_completions=[1])))
+    before = len(sm.writes)
+    # The same effect again (redelivered), and an effect of attempt 1 arriving after attempt 2 began.
+    assert sm.apply(attempt(1100, 1, [run(1), propose(1, b"6")], Suspended(waiting_completions=[1]))) == []
+    assert len(sm.writes) == before
+    sm.apply(attempt(1300, 2, [output(b"6")], Ended()))
+    after = len(sm.writes)
+    assert sm.apply(attempt(1400, 2, [output(b"7")], Ended())) == []
+    assert len(sm.writes) == after
+    assert sm.store.status(INV).result == Success(value=b"6")  # type: ignore[union-attr]
+
+
+def test_duplicate_invoke_returns_the_stored_result_without_running_again(sm: Harness) -> None:
+    sm.apply(invoke(), attempt(1100, 1, [output(b'"Hello Alice"')], Ended()))
+    before = len(sm.writes)
+    actions = sm.apply(invoke(ts=9000, argument=b'"Mallory"'))
+    assert len(actions) == 1 and isinstance(actions[0], SendResult)
+    assert actions[0].result.result == Success(value=b'"Hello Alice"')
+    assert len(sm.writes) == before
+
+
+def test_unsupported_command_fails_the_attempt_with_a_readable_message(sm: Harness) -> None:
+    sm.apply(invoke())
+    actions = sm.apply(attempt(2000, 1, [sleep(1)], Suspended(waiting_completions=[1])))
+    status = sm.store.status(INV)
+    assert status is not None and status.last_failure is not None
+    assert status.last_failure.code == 573
+    assert "SLEEP_COMMAND" in status.last_failure.message
+    assert isinstance(actions[0], InvokeAttempt) and actions[0].attempt == 2
+
+
+def test_garbage_frame_from_a_deployment_is_a_protocol_violation(sm: Harness) -> None:
+    sm.apply(invoke())
+    sm.apply(attempt(2000, 1, [run(1), b"\x04\x11\x00\x00\x00\x00\x00\x09abc"], Ended()))
+    status = sm.store.status(INV)
+    assert status is not None and status.phase == InvocationPhase.INVOKED
+    assert status.last_failure is not None and status.last_failure.code == 571
+    assert journal_types(sm) == [MessageType.INPUT_COMMAND, MessageType.RUN_COMMAND]
+
+
+def test_replaying_the_log_reproduces_the_changelog_and_restore_rebuilds_the_store(sm: Harness) -> None:
+    log = [
+        invoke(ts=1000),
+        attempt(1100, 1, [run(1), propose(1, b"6")], Suspended(waiting_completions=[1])),
+        attempt(1200, 2, [], AttemptFailed(code=500, message="flaky")),
+        attempt(1900, 3, [output(b"6")], Ended()),
+    ]
+    sm.apply(*log)
+    replay = Harness()
+    replay.apply(*log)
+    assert replay.writes == sm.writes
+    restored = PartitionStore(0)
+    for key, value in sm.writes:
+        restored.restore(key, value)
+    assert restored.statuses == sm.store.statuses
+    assert restored.journals == sm.store.journals
+
+
+def test_recovery_restarts_running_invocations_only(sm: Harness) -> None:
+    from tests.unit.state_machine.conftest import INV as first
+
+    other = "inv_1" + "0" * 10 + "1" + "0" * 21 + "1"
+    sm.apply(invoke(inv=first), invoke(inv=other))
+    sm.apply(attempt(1100, 1, [output(b"1")], Ended(), inv=other))
+    sm.apply(attempt(1200, 1, [], AttemptFailed(code=500, message="x")))
+    actions = state_machine.recovery_actions(sm.store)
+    assert actions == [InvokeAttempt(first, attempt=2, not_before_ms=1700)]
