@@ -79,8 +79,8 @@ def resolve_target(registry: Any, path: InvocationPath) -> ResolvedTarget:
     if handler is None:
         raise IngressError(
             404,
-            f"the service '{path.service}' exists, but the handler '{path.handler}' was not found, check that "
-            "the handler exists in the latest registered service version.",
+            f"the service '{path.service}' exists, but the handler '{path.handler}' was not found, "
+            "check that the handler exists in the latest registered service version.",
         )
     if not svc.public or not handler.public:
         raise IngressError(400, "the invoked service is not public")

@@ -56,7 +56,9 @@ class ProcessorService:
             client_config(
                 settings,
                 **{
-                    "group.id": settings.processor_group_id or f"{settings.topic_prefix}-processor",
+                    "group.id": settings.processor_group_id,
+                    "group.instance.id": settings.processor_instance_id,
+                    "session.timeout.ms": settings.processor_session_timeout_ms,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
                     "isolation.level": "read_committed",
@@ -75,16 +77,17 @@ class ProcessorService:
         self._loop_thread.start()
         self._invoker = asyncio.run_coroutine_threadsafe(self._make_invoker(), self._loop).result()
         self.consumer.subscribe([self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info("processor.started", group=self.consumer_group, topic=self.topics.commands)
+        log.info(
+            "processor.started",
+            group=self.settings.processor_group_id,
+            instance=self.settings.processor_instance_id,
+            topic=self.topics.commands,
+        )
         try:
             while not self._stop.is_set():
                 self._step()
         finally:
             self._shutdown()
-
-    @property
-    def consumer_group(self) -> str:
-        return self.settings.processor_group_id
 
     async def _make_invoker(self) -> Invoker:
         return Invoker()

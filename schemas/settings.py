@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     ingress_advertised_url: str | None = None
 
     processor_group_id: str = "kinvoke-processor"
+    # Static group membership (KIP-345): a restarted processor with the same id takes its
+    # partitions back at once instead of waiting for the dead member's session to expire.
+    processor_instance_id: str = "processor-0"
+    processor_session_timeout_ms: int = 10_000
     processor_poll_interval_s: float = 0.005
 
     broker_data_dir: str = ".kinvoke/broker"

@@ -1,0 +1,219 @@
+"""The admin API (aiohttp): thin handlers over the registry; also served under /v2, /v3, /v4."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from admin_api import discovery
+from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
+from admin_api.store import RegistryStore
+from schemas.ids import DeploymentId
+from schemas.registry import RegistrationError, plan_registration
+from schemas.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+SERVER_VERSION = "1.7.12"
+API_VERSIONS = (2, 3, 4)
+STORE_KEY = web.AppKey("store", object)
+SETTINGS_KEY = web.AppKey("settings", Settings)
+
+
+class AdminError(Exception):
+    def __init__(self, status: int, message: str, restate_code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.restate_code = restate_code
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(body, separators=(",", ":")).encode(),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(status: int, message: str, restate_code: str | None = None) -> web.Response:
+    return _json({"message": message, "restate_code": restate_code}, status)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except AdminError as e:
+        return _error(e.status, e.message, e.restate_code)
+    except RegistrationError as e:
+        return _error(e.status, e.message, e.restate_code)
+    except web.HTTPException as e:
+        if e.status >= 400:
+            return _error(e.status, e.reason or "error")
+        raise
+    except Exception as e:
+        log.exception("admin.unhandled", path=request.path)
+        return _error(500, f"internal error: {e}")
+
+
+class RegisterDeploymentRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    uri: str
+    additional_headers: dict[str, str] | None = None
+    use_http_11: bool = False
+    force: bool | None = None
+    dry_run: bool = False
+    breaking: bool = False
+    metadata: dict[str, str] | None = None
+
+
+def _store(request: web.Request) -> RegistryStore:
+    return request.app[STORE_KEY]  # type: ignore[return-value]
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.Response(status=200)
+
+
+async def version(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    return _json(
+        {
+            "version": SERVER_VERSION,
+            "min_admin_api_version": API_VERSIONS[0],
+            "max_admin_api_version": API_VERSIONS[-1],
+            "ingress_endpoint": settings.ingress_url(),
+            "features": {},
+        }
+    )
+
+
+async def _read_json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as e:
+        raise AdminError(400, f"Failed to parse the request body as JSON: {e}") from None
+
+
+async def register_deployment(request: web.Request) -> web.Response:
+    try:
+        body = RegisterDeploymentRequest.model_validate(await _read_json(request))
+    except ValidationError as e:
+        raise AdminError(400, f"Failed to deserialize the JSON body into the target type: {e}") from None
+    discovered = await discovery.discover(
+        body.uri, use_http_11=body.use_http_11, additional_headers=body.additional_headers
+    )
+    store = _store(request)
+    now_ms = int(time.time() * 1000)
+    plan = plan_registration(
+        store.snapshot(),
+        discovered,
+        uri=body.uri,
+        # Admin API v3+: registering over an existing deployment overwrites unless force is false.
+        force=body.force is not False or body.breaking,
+        additional_headers=body.additional_headers or {},
+        metadata=body.metadata or {},
+        now_ms=now_ms,
+        new_deployment_id=str(DeploymentId.generate(now_ms, secrets.randbits(80))),
+    )
+    if not body.dry_run:
+        await store.write(plan.records())
+    status = 201 if plan.created and not body.dry_run else 200
+    log.info(
+        "deployment.registered",
+        id=plan.deployment.id,
+        uri=plan.deployment.uri,
+        status=status,
+        dry_run=body.dry_run,
+        services=[s.name for s in plan.services],
+    )
+    return _json(
+        register_response_json(plan.deployment, plan.services),
+        status,
+        headers={"location": f"deployments/{plan.deployment.id}"},
+    )
+
+
+async def list_deployments(request: web.Request) -> web.Response:
+    registry = _store(request).snapshot()
+    deps = sorted(registry.deployments.values(), key=lambda d: d.created_at_ms)
+    return _json({"deployments": [deployment_json(d, registry, full_services=False) for d in deps]})
+
+
+async def get_deployment(request: web.Request) -> web.Response:
+    registry = _store(request).snapshot()
+    dep_id = request.match_info["deployment"]
+    dep = registry.deployment(dep_id)
+    if dep is None:
+        raise AdminError(404, f"The requested deployment '{dep_id}' does not exist")
+    return _json(deployment_json(dep, registry, full_services=True))
+
+
+def _service(request: web.Request) -> Any:
+    name = request.match_info["service"]
+    svc = _store(request).snapshot().service(name)
+    if svc is None:
+        raise AdminError(404, f"The requested service '{name}' does not exist")
+    return svc
+
+
+async def list_services(request: web.Request) -> web.Response:
+    registry = _store(request).snapshot()
+    return _json({"services": [service_json(s) for s in registry.services.values()]})
+
+
+async def get_service(request: web.Request) -> web.Response:
+    return _json(service_json(_service(request)))
+
+
+async def list_handlers(request: web.Request) -> web.Response:
+    return _json({"handlers": [handler_json(h) for h in _service(request).handlers]})
+
+
+async def get_handler(request: web.Request) -> web.Response:
+    svc = _service(request)
+    name = request.match_info["handler"]
+    handler = svc.handler(name)
+    if handler is None:
+        raise AdminError(404, f"The requested handler '{name}' on service '{svc.name}' does not exist")
+    return _json(handler_json(handler))
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return _error(404, f"no route for {request.method} {request.path}")
+
+
+def _routes(prefix: str) -> list[web.RouteDef]:
+    return [
+        web.get(f"{prefix}/health", health),
+        web.get(f"{prefix}/version", version),
+        web.post(f"{prefix}/deployments", register_deployment),
+        web.get(f"{prefix}/deployments", list_deployments),
+        web.get(f"{prefix}/deployments/{{deployment}}", get_deployment),
+        web.get(f"{prefix}/services", list_services),
+        web.get(f"{prefix}/services/{{service}}", get_service),
+        web.get(f"{prefix}/services/{{service}}/handlers", list_handlers),
+        web.get(f"{prefix}/services/{{service}}/handlers/{{handler}}", get_handler),
+    ]
+
+
+def create_admin_app(store: RegistryStore, settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware])
+    app[STORE_KEY] = store
+    app[SETTINGS_KEY] = settings
+    app.add_routes(_routes(""))
+    for v in API_VERSIONS:
+        app.add_routes(_routes(f"/v{v}"))
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
