@@ -280,8 +280,9 @@ def plan_registration(
     ):
         raise RegistrationError(
             400,
-            f"[META0012] the deployment supports service protocol versions [{discovered.min_protocol_version}, "
-            f"{discovered.max_protocol_version}], this server supports [{MIN_DISCOVERABLE_VERSION}, "
+            "[META0012] the deployment supports service protocol versions "
+            f"[{discovered.min_protocol_version}, {discovered.max_protocol_version}], "
+            f"this server supports [{MIN_DISCOVERABLE_VERSION}, "
             f"{MAX_DISCOVERABLE_VERSION}]",
             "META0012",
         )
