@@ -41,7 +41,7 @@ CORS_HEADERS = {
     "access-control-allow-credentials": "true",
 }
 # Hop-by-hop and ingress-only headers are not passed to the handler.
-_DROPPED_HEADERS = {"connection", "host", "content-length", "transfer-encoding", "keep-alive", "upgrade"}
+_DROPPED_HEADERS = {"connection", "host", "transfer-encoding", "keep-alive", "upgrade"}
 
 
 def error_response(status: int, message: str, source: str = "ingress", **extra: Any) -> web.Response:
@@ -122,7 +122,8 @@ class Ingress:
                 handler_ty=target.handler_ty,
             ),
             argument=body,
-            headers=[
+            headers=[Header(name="x-restate-ingress-path", value=request.path)]
+            + [
                 Header(name=k.lower(), value=v)
                 for k, v in request.headers.items()
                 if k.lower() not in _DROPPED_HEADERS and not k.lower().startswith("idempotency-")

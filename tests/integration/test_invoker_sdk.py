@@ -1,0 +1,131 @@
+"""The invoker against a real Python SDK deployment, over h2c and HTTP/1.1 (no broker involved)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from processor.invoker import AttemptRequest, DeploymentTarget, Ended, Failed, Invoker, Suspended
+from schemas.ids import InvocationId
+from schemas.service_protocol import (
+    Frame,
+    MessageType,
+    decode_message,
+    input_command,
+    run_completion_notification,
+)
+from tests.support.sdk import run_sdk_deployment
+
+pytestmark = pytest.mark.integration
+
+INV = InvocationId.generate(1, 1_795_000_000_000, 99)
+
+
+@pytest.fixture(scope="module")
+def sdk_uri() -> Iterator[str]:
+    with run_sdk_deployment() as uri:
+        yield uri
+
+
+@pytest.fixture(params=[False, True], ids=["h2c", "http1.1"])
+def deployment(request: pytest.FixtureRequest, sdk_uri: str) -> DeploymentTarget:
+    return DeploymentTarget(uri=sdk_uri, use_http_11=request.param)
+
+
+def request_for(
+    handler: str, argument: object, journal: list[bytes] | None = None, service: str = "Greeter"
+) -> AttemptRequest:
+    return AttemptRequest(
+        invocation_id=str(INV),
+        invocation_id_raw=INV.to_bytes(),
+        service=service,
+        handler=handler,
+        key=None,
+        journal=journal or [input_command(json.dumps(argument).encode(), [])],
+        state=None,
+    )
+
+
+async def test_greet_ends_with_output(deployment: DeploymentTarget) -> None:
+    invoker = Invoker()
+    try:
+        result = await invoker.run_attempt(deployment, request_for("greet", "Alice"))
+    finally:
+        await invoker.aclose()
+    assert result.outcome == Ended()
+    assert result.protocol_version == 6
+    assert result.server and result.server.startswith("restate-sdk-python/")
+    [out] = [Frame.parse(e) for e in result.new_entries]
+    assert out.type == MessageType.OUTPUT_COMMAND
+    assert json.loads(decode_message(out).value.content) == "Hello Alice"
+
+
+async def test_ctx_run_steps_suspend_and_resume_until_done(deployment: DeploymentTarget) -> None:
+    invoker = Invoker()
+    journal = [input_command(b"5", [])]
+    try:
+        for attempt in range(1, 10):
+            result = await invoker.run_attempt(deployment, request_for("steps", 5, journal))
+            types = [Frame.parse(e).type for e in result.new_entries]
+            if isinstance(result.outcome, Ended):
+                break
+            # Each attempt runs one step: Run + its proposal, then suspends waiting for it.
+            assert types == [MessageType.RUN_COMMAND, MessageType.PROPOSE_RUN_COMPLETION]
+            assert result.outcome == Suspended([attempt], [1], [])
+            for raw in result.new_entries:
+                frame = Frame.parse(raw)
+                is_proposal = frame.type == MessageType.PROPOSE_RUN_COMPLETION
+                journal.append(run_completion_notification(decode_message(frame)) if is_proposal else raw)
+        else:
+            pytest.fail("never ended")
+    finally:
+        await invoker.aclose()
+    assert attempt == 4
+    assert types == [MessageType.OUTPUT_COMMAND]
+    assert json.loads(decode_message(Frame.parse(result.new_entries[0])).value.content) == 5 + 1 + 2 + 3
+
+
+async def test_terminal_error_is_an_output_failure(deployment: DeploymentTarget) -> None:
+    invoker = Invoker()
+    try:
+        result = await invoker.run_attempt(deployment, request_for("terminal", "nope", service="Failing"))
+    finally:
+        await invoker.aclose()
+    assert result.outcome == Ended()
+    out = decode_message(Frame.parse(result.new_entries[0]))
+    assert (out.failure.code, out.failure.message) == (418, "nope")
+
+
+async def test_retryable_exception_is_a_failed_attempt(deployment: DeploymentTarget) -> None:
+    invoker = Invoker()
+    try:
+        result = await invoker.run_attempt(deployment, request_for("flaky", "x", service="Failing"))
+    finally:
+        await invoker.aclose()
+    assert isinstance(result.outcome, Failed)
+    assert result.outcome.code == 500
+    assert "flaky: x" in result.outcome.message
+
+
+async def test_unknown_handler_is_a_failed_attempt_naming_the_404(deployment: DeploymentTarget) -> None:
+    invoker = Invoker()
+    try:
+        result = await invoker.run_attempt(deployment, request_for("nope", "x"))
+    finally:
+        await invoker.aclose()
+    assert isinstance(result.outcome, Failed) and "404" in result.outcome.message
+
+
+async def test_nothing_listening_is_a_failed_attempt() -> None:
+    from tests.conftest import free_port
+
+    invoker = Invoker(connect_timeout_s=2)
+    try:
+        target = DeploymentTarget(uri=f"http://127.0.0.1:{free_port()}")
+        result = await invoker.run_attempt(target, request_for("greet", "x"))
+    finally:
+        await invoker.aclose()
+    assert isinstance(result.outcome, Failed)
+    assert "error when calling" in result.outcome.message and "ConnectError" in result.outcome.message

@@ -1,0 +1,108 @@
+"""Admin API over an in-memory registry store (discovery replaced by the transcript's manifest)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from admin_api import app as admin_app
+from admin_api.store import MemoryRegistryStore
+from schemas.registry import Discovered, RegistrationError
+from schemas.settings import Settings
+
+MANIFEST = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "restate-1.7.12-manifest.json").read_text()
+)
+
+
+@pytest.fixture
+async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
+    calls: list[dict] = []
+
+    async def fake_discover(uri: str, **kwargs: object) -> Discovered:
+        calls.append({"uri": uri, **kwargs})
+        if "9099" in uri:
+            raise RegistrationError(
+                500, f"[META0003] error when calling '{uri}/': connection refused", "META0003"
+            )
+        return Discovered(
+            MANIFEST,
+            "HTTP/1.1" if kwargs.get("use_http_11") else "HTTP/2.0",
+            "BIDI_STREAM",
+            5,
+            7,
+            "restate-sdk-python/1.3.0",
+        )
+
+    monkeypatch.setattr(admin_app.discovery, "discover", fake_discover)
+    store = MemoryRegistryStore()
+    app = admin_app.create_admin_app(store, Settings(ingress_port=8080))
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def test_register_then_reregister(client: TestClient) -> None:
+    r = await client.post("/deployments", json={"uri": "http://127.0.0.1:9080"})
+    assert r.status == 201
+    body = await r.json()
+    assert body["id"].startswith("dp_1") and r.headers["location"] == f"deployments/{body['id']}"
+    assert {s["name"] for s in body["services"]} == {"Greeter", "Counter", "Signup", "Caller", "Steps"}
+    assert body["max_protocol_version"] == 7 and body["sdk_version"] == "restate-sdk-python/1.3.0"
+    again = await client.post("/deployments", json={"uri": "http://127.0.0.1:9080", "force": False})
+    assert again.status == 200 and (await again.json())["id"] == body["id"]
+
+
+async def test_dry_run_writes_nothing(client: TestClient) -> None:
+    r = await client.post("/deployments", json={"uri": "http://127.0.0.1:9080", "dry_run": True})
+    assert r.status == 200
+    assert (await (await client.get("/deployments")).json()) == {"deployments": []}
+
+
+async def test_listing_and_lookups_under_every_prefix(client: TestClient) -> None:
+    dep = await (await client.post("/deployments", json={"uri": "http://127.0.0.1:9080"})).json()
+    for prefix in ("", "/v2", "/v3", "/v4"):
+        deps = await (await client.get(f"{prefix}/deployments")).json()
+        assert [d["id"] for d in deps["deployments"]] == [dep["id"]]
+        assert deps["deployments"][0]["uri"] == "http://127.0.0.1:9080/"
+        detail = await (await client.get(f"{prefix}/deployments/{dep['id']}")).json()
+        assert {s["name"] for s in detail["services"]} == {"Greeter", "Counter", "Signup", "Caller", "Steps"}
+        svc = await (await client.get(f"{prefix}/services/Counter")).json()
+        assert svc["ty"] == "VirtualObject"
+        handlers = await (await client.get(f"{prefix}/services/Counter/handlers")).json()
+        assert {h["name"] for h in handlers["handlers"]} == {"add", "get"}
+        add = await (await client.get(f"{prefix}/services/Counter/handlers/add")).json()
+        assert add["ty"] == "Exclusive" and add["input_description"] == "JSON integer"
+        assert len((await (await client.get(f"{prefix}/services")).json())["services"]) == 5
+
+
+async def test_errors_have_restates_shape(client: TestClient) -> None:
+    r = await client.get("/services/NoSuch")
+    assert r.status == 404
+    assert await r.json() == {
+        "message": "The requested service 'NoSuch' does not exist",
+        "restate_code": None,
+    }
+    r = await client.get("/deployments/dp_1nope")
+    assert r.status == 404 and (await r.json())["restate_code"] is None
+    r = await client.post("/deployments", json={"nope": 1})
+    assert r.status == 400 and "message" in await r.json()
+    r = await client.post("/deployments", data=b"{not json", headers={"content-type": "application/json"})
+    assert r.status == 400
+    r = await client.post("/deployments", json={"uri": "http://127.0.0.1:9099"})
+    assert r.status == 500 and (await r.json())["restate_code"] == "META0003"
+    r = await client.get("/no/such/route")
+    assert r.status == 404 and set(await r.json()) == {"message", "restate_code"}
+
+
+async def test_health_and_version(client: TestClient) -> None:
+    r = await client.get("/health")
+    assert r.status == 200 and await r.read() == b""
+    v = await (await client.get("/version")).json()
+    assert v["version"] == "1.7.12"
+    assert (v["min_admin_api_version"], v["max_admin_api_version"]) == (2, 4)
+    assert v["ingress_endpoint"] == "http://127.0.0.1:8080/"
+    assert v["features"] == {}
