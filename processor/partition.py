@@ -25,6 +25,15 @@ from schemas.topics import Topics
 log = structlog.get_logger(__name__)
 
 
+class PoisonCommand(Exception):
+    """A command the state machine failed on; it is dead-lettered when the batch is retried."""
+
+    def __init__(self, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.offset = offset
+        self.reason = reason
+
+
 def transactional_id(settings: Settings, partition: int) -> str:
     return f"{settings.topic_prefix}-processor-p{partition}"
 
@@ -38,6 +47,7 @@ class PartitionProcessor:
     store: PartitionStore = field(init=False)
     producer: Producer = field(init=False)
     pending_recovery: list[Action] = field(default_factory=list)
+    poison: dict[int, str] = field(default_factory=dict)  # offset -> why the state machine failed on it
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.settings.topic_prefix)
@@ -89,13 +99,20 @@ class PartitionProcessor:
         return [a for a in actions if isinstance(a, InvokeAttempt)]
 
     def _apply(self, msg: Message) -> list[Action]:
+        if msg.offset() in self.poison:
+            self._dead_letter(msg, self.poison[msg.offset()])
+            return []
         value = msg.value()
         try:
             command = Command.decode(value or b"")
         except (codec.DecodeError, ValueError) as e:
             self._dead_letter(msg, str(e))
             return []
-        step = state_machine.apply(self.store, command)
+        try:
+            step = state_machine.apply(self.store, command)
+        except Exception as e:
+            log.exception("command.failed", partition=self.partition, offset=msg.offset())
+            raise PoisonCommand(msg.offset(), f"the state machine failed on this command: {e!r}") from e
         for key, val in step.writes:
             self.producer.produce(
                 self.topics.changelog, key=key.encode(), value=val, partition=self.partition

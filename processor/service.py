@@ -25,7 +25,7 @@ from kinvoke.metadata import MetadataView
 from processor.invoker import AttemptRequest, AttemptResult, Failed, Invoker
 from processor.invoker import Ended as InvokerEnded
 from processor.invoker import Suspended as InvokerSuspended
-from processor.partition import PartitionProcessor
+from processor.partition import PartitionProcessor, PoisonCommand
 from processor.state_machine import InvokeAttempt
 from schemas.ids import InvocationId
 from schemas.partitioner import partition_of
@@ -158,9 +158,13 @@ class ProcessorService:
                 continue  # revoked meanwhile: the new owner re-runs what was in flight
             try:
                 actions = pp.process(by_partition.get(p, []), effects.get(p, []))
+            except PoisonCommand as e:
+                # The store may hold half of that step: rebuild it, then dead-letter the command.
+                self._reopen(p, poison={**pp.poison, e.offset: e.reason})
+                continue
             except Exception:
                 log.exception("partition.batch_failed", partition=p)
-                self._reopen(p)
+                self._reopen(p, poison=pp.poison)
                 continue
             for action in actions:
                 self._dispatch(pp, action)
@@ -172,13 +176,16 @@ class ProcessorService:
                     if isinstance(action, InvokeAttempt):
                         self._dispatch(pp, action)
 
-    def _reopen(self, partition: int) -> None:
-        """After a failed transaction the in-memory store may be ahead of the log: rebuild it."""
+    def _reopen(self, partition: int, poison: dict[int, str]) -> None:
+        """After a failed transaction the in-memory store may be ahead of the log: rebuild it and
+        re-read `commands` from the committed offset (effects of the aborted batch are re-run by
+        recovery, as after a crash)."""
         old = self.partitions.pop(partition, None)
         if old is not None:
             old.close()
         committed = self.consumer.committed([TopicPartition(self.topics.commands, partition)], timeout=10)
         pp = PartitionProcessor(self.settings, partition, self.consumer)
+        pp.poison = poison
         pp.open()
         self.partitions[partition] = pp
         offset = committed[0].offset if committed and committed[0].offset >= 0 else 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from kinvoke.kafka import create_topics, producer_config, read_to_end
 from processor.storage import PartitionStore
@@ -19,11 +19,13 @@ from schemas.partitioner import partition_of, routing_key
 from schemas.records import (
     Command,
     InvocationPhase,
+    InvocationResult,
     InvocationTarget,
     Invoke,
     InvokedBy,
     InvokedByKind,
     ServiceType,
+    Success,
 )
 from schemas.service_protocol import Frame, MessageType
 from schemas.settings import Settings
@@ -63,6 +65,31 @@ def cluster(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator
     finally:
         for c in parts.values():
             c.stop()
+
+
+def _consume_one(
+    bootstrap: str, topic: str, match: Callable[[Message], bool], timeout_s: float = 20
+) -> Message:
+    """The first committed record of `topic` (from the beginning) that `match`es."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "test-reader",
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumer.consume(100, 0.2):
+                if msg.error() is None and match(msg):
+                    return msg
+    finally:
+        consumer.close()
+    raise AssertionError(f"no matching record on {topic} within {timeout_s}s")
 
 
 def _call(client: httpx.Client, url: str, body: object) -> httpx.Response:
@@ -109,6 +136,37 @@ def test_register_call_kill_restart(
         missing = _call(client, f"{ingress}/NoSuchService/greet", "x")
         assert missing.status_code == 404
         assert missing.json()["source"] == "ingress"
+        assert missing.headers["x-restate-error-source"] == "ingress"
+        no_handler = _call(client, f"{ingress}/Greeter/nope", "x")
+        assert (
+            no_handler.status_code == 404 and "handler 'nope' was not found" in no_handler.json()["message"]
+        )
+        wrong_type = client.post(
+            f"{ingress}/Greeter/greet", content=b"Alice", headers={"content-type": "text/plain"}, timeout=10
+        )
+        assert wrong_type.status_code == 400
+        assert wrong_type.json() == {
+            "code": 400,
+            "message": "input validation error: Content-type 'text/plain' does not match 'application/json'",
+            "source": "ingress",
+        }
+        failed = _call(client, f"{ingress}/Failing/terminal", "nope")
+        assert failed.status_code == 418
+        assert failed.headers["x-restate-error-source"] == "invocation"
+        assert failed.json() == {"code": 418, "message": "nope", "source": "invocation"}
+
+        # Bytes that are not a kinvoke command: dead-lettered with the reason, nothing else affected.
+        topics = Topics(topic_prefix)
+        garbage = Producer(producer_config(settings))
+        garbage.produce(topics.commands, key=b"junk", value=b"this is not avro", headers=[("trace", b"t1")])
+        garbage.flush(10)
+        dead = _consume_one(kafka_bootstrap, topics.commands_dlq, lambda m: m.key() == b"junk")
+        headers = dict(dead.headers())
+        assert dead.value() == b"this is not avro"
+        assert b"Avro" in headers["kinvoke.dlq.reason"]
+        assert headers["trace"] == b"t1"
+        after_junk = _call(client, f"{ingress}/Greeter/greet", "Dave")
+        assert after_junk.status_code == 200 and after_junk.json() == "Hello Dave"
 
         # Crash the processor: no clean shutdown, its partitions' transactions left as they are.
         cluster["processor"].kill()
@@ -129,7 +187,6 @@ def test_register_call_kill_restart(
         assert steps2.json() == 1 + 1 + 2 + 3
 
     # The completed invocations and their journals are in the changelog (what a processor rebuilds from).
-    topics = Topics(topic_prefix)
     steps_pk = InvocationId.parse(steps_id).partition_key
     store = PartitionStore(partition_of(steps_pk, PARTITIONS))
     for msg in read_to_end(settings, topics.changelog, [store.partition]):
@@ -155,8 +212,6 @@ def test_register_call_kill_restart(
             reply_to_results=True,
         ),
     )
-    from confluent_kafka import Consumer, TopicPartition
-
     results = Consumer(
         {"bootstrap.servers": kafka_bootstrap, "group.id": "probe", "isolation.level": "read_committed"}
     )
@@ -169,8 +224,6 @@ def test_register_call_kill_restart(
     producer = Producer(producer_config(settings))
     producer.produce(topics.commands, key=routing_key(greet_inv.partition_key), value=duplicate.encode())
     producer.flush(10)
-    from schemas.records import InvocationResult, Success
-
     deadline = time.monotonic() + 20
     found: InvocationResult | None = None
     while found is None and time.monotonic() < deadline:
