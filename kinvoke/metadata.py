@@ -12,11 +12,11 @@ import uuid
 
 import structlog
 from confluent_kafka import Producer
-from schemas.registry import Registry, apply_record
 
 from kinvoke.kafka import producer_config
 from kinvoke.views import TopicView
 from processor.invoker import DeploymentTarget
+from schemas.registry import Registry, apply_record
 from schemas.settings import Settings
 from schemas.topics import Topics
 
