@@ -13,7 +13,7 @@ from collections import defaultdict
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
-from kinvoke.kafka import client_config
+from kinvoke.kafka import client_config, poll_batch
 from schemas import codec
 from schemas.records import InvocationResult
 from schemas.settings import Settings
@@ -86,7 +86,7 @@ class ResultsListener:
             consumer.assign(parts)
             self._ready.set()
             while not self._stop.is_set():
-                for msg in consumer.consume(500, 0.05):
+                for msg in poll_batch(consumer, 0.1):
                     if msg.error() is not None:
                         continue
                     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import threading
 import time
 from typing import Any
 
@@ -61,24 +62,26 @@ class Ingress:
         self.metadata = metadata
         self.producer = Producer(producer_config(settings))
         self.results: ResultsListener | None = None
-        self._poller: asyncio.Task[None] | None = None
+        self._stop_polling = threading.Event()
+        # Delivery reports are served by a thread blocked in poll(), so an awaiting request
+        # hears of its record's delivery at once rather than at the next tick of a timer.
+        self._poller = threading.Thread(target=self._poll_producer, name="ingress-producer", daemon=True)
 
     async def start(self) -> None:
         self.results = ResultsListener(self.settings, asyncio.get_running_loop())
         await asyncio.to_thread(self.results.start)
-        self._poller = asyncio.create_task(self._poll_producer())
+        self._poller.start()
 
     async def stop(self) -> None:
-        if self._poller:
-            self._poller.cancel()
+        self._stop_polling.set()
+        await asyncio.to_thread(self._poller.join, 5.0)
         await asyncio.to_thread(self.producer.flush, 5.0)
         if self.results:
             await asyncio.to_thread(self.results.stop)
 
-    async def _poll_producer(self) -> None:
-        while True:
-            self.producer.poll(0)
-            await asyncio.sleep(0.01)
+    def _poll_producer(self) -> None:
+        while not self._stop_polling.is_set():
+            self.producer.poll(0.1)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[cors_middleware])

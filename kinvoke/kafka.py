@@ -69,6 +69,18 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     return created
 
 
+def poll_batch(consumer: Consumer, timeout_s: float, max_messages: int = 500) -> list[Message]:
+    """Wait up to `timeout_s` for the first record, then take what else is already there.
+
+    `Consumer.consume(n, timeout)` waits until it has n records or the timeout passes, which
+    would put the whole timeout on every request's path.
+    """
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_messages - 1, 0)]
+
+
 def read_to_end(
     settings: Settings, topic: str, partitions: list[int], *, timeout_s: float = 60.0
 ) -> Iterator[Message]:
@@ -102,7 +114,7 @@ def read_to_end(
         while remaining:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"restoring {topic} {sorted(remaining)} took longer than {timeout_s}s")
-            for msg in consumer.consume(1000, 0.1):
+            for msg in poll_batch(consumer, 0.1, 1000):
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from kinvoke.kafka import client_config
+from kinvoke.kafka import client_config, poll_batch
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -94,7 +94,7 @@ class TopicView:
                 self._start_ends = ends
                 self._cond.notify_all()
             while not self._stop.is_set():
-                msgs = consumer.consume(500, 0.05)
+                msgs = poll_batch(consumer, 0.1)
                 positions = consumer.position([TopicPartition(self._topic, p) for p in parts])
                 with self._cond:
                     for msg in msgs:

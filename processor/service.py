@@ -20,7 +20,7 @@ from concurrent.futures import Future
 import structlog
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from kinvoke.kafka import client_config
+from kinvoke.kafka import client_config, poll_batch
 from kinvoke.metadata import MetadataView
 from processor.invoker import AttemptRequest, AttemptResult, Failed, Invoker
 from processor.invoker import Ended as InvokerEnded
@@ -134,7 +134,7 @@ class ProcessorService:
 
     def _step(self) -> None:
         try:
-            messages = self.consumer.consume(500, self.settings.processor_poll_interval_s)
+            messages = poll_batch(self.consumer, self.settings.processor_poll_interval_s)
         except KafkaException:
             log.exception("processor.consume_failed")
             time.sleep(0.5)
@@ -156,6 +156,7 @@ class ProcessorService:
             pp = self.partitions.get(p)
             if pp is None:
                 continue  # revoked meanwhile: the new owner re-runs what was in flight
+            started = time.perf_counter()
             try:
                 actions = pp.process(by_partition.get(p, []), effects.get(p, []))
             except PoisonCommand as e:
@@ -166,6 +167,13 @@ class ProcessorService:
                 log.exception("partition.batch_failed", partition=p)
                 self._reopen(p, poison=pp.poison)
                 continue
+            log.debug(
+                "partition.batch",
+                partition=p,
+                commands=len(by_partition.get(p, [])),
+                effects=len(effects.get(p, [])),
+                ms=round((time.perf_counter() - started) * 1000, 2),
+            )
             for action in actions:
                 self._dispatch(pp, action)
         for p, pp in self.partitions.items():
@@ -224,6 +232,7 @@ class ProcessorService:
     async def _attempt(
         self, partition: int, action: InvokeAttempt, pinned: str | None, service: str, request: AttemptRequest
     ) -> None:
+        log.debug("attempt.start", invocation_id=request.invocation_id, attempt=action.attempt)
         delay = (action.not_before_ms - now_ms()) / 1000
         if delay > 0:
             await asyncio.sleep(delay)
