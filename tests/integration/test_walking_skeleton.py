@@ -20,6 +20,7 @@ from schemas.records import (
     Command,
     InvocationPhase,
     InvocationResult,
+    InvocationStatus,
     InvocationTarget,
     Invoke,
     InvokedBy,
@@ -90,6 +91,17 @@ def _consume_one(
     finally:
         consumer.close()
     raise AssertionError(f"no matching record on {topic} within {timeout_s}s")
+
+
+def _status(settings: Settings, invocation_id: str) -> InvocationStatus:
+    """An invocation's status as the changelog has it (read the way a processor restores it)."""
+    partition = partition_of(InvocationId.parse(invocation_id).partition_key, settings.partitions)
+    store = PartitionStore(partition)
+    for msg in read_to_end(settings, Topics(settings.topic_prefix).changelog, [partition]):
+        store.restore(msg.key().decode(), msg.value())
+    status = store.status(invocation_id)
+    assert status is not None, f"{invocation_id} is not in the changelog"
+    return status
 
 
 def _call(client: httpx.Client, url: str, body: object) -> httpx.Response:
@@ -185,6 +197,35 @@ def test_register_call_kill_restart(
         assert again.json() == "Hello Carol"
         steps2 = _call(client, f"{ingress}/Greeter/steps", 1)
         assert steps2.json() == 1 + 1 + 2 + 3
+
+        # A retryable failure is retried with backoff (500 ms, 1 s, ...) and shows in the status.
+        flaky = _call(client, f"{ingress}/Failing/flaky/send", "x")
+        assert flaky.status_code == 202
+        flaky_id = flaky.json()["invocationId"]
+
+        # The same services from a second deployment registered with use_http_11: they move to it
+        # (revision 2) and are invoked over HTTP/1.1 from then on.
+        with run_sdk_deployment() as uri11:
+            reg11 = client.post(f"{admin}/deployments", json={"uri": uri11, "use_http_11": True}, timeout=30)
+            assert reg11.status_code == 201, reg11.text
+            dep11 = client.get(f"{admin}/deployments/{reg11.json()['id']}").json()
+            assert dep11["http_version"] == "HTTP/1.1" and dep11["protocol_type"] == "RequestResponse"
+            assert client.get(f"{admin}/services/Greeter").json()["revision"] == 2
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                over11 = _call(client, f"{ingress}/Greeter/steps", 10)
+                assert over11.status_code == 200
+                assert over11.json() == 10 + 1 + 2 + 3
+                status = _status(settings, over11.headers["x-restate-id"])
+                if status.deployment_id == dep11["id"]:
+                    break
+                time.sleep(0.2)  # the processor's registry view may lag the admin's by a moment
+            assert status.deployment_id == dep11["id"]
+
+    flaky_status = _status(settings, flaky_id)
+    assert flaky_status.phase == InvocationPhase.INVOKED
+    assert flaky_status.retry_count >= 2
+    assert flaky_status.last_failure is not None and "flaky: x" in flaky_status.last_failure.message
 
     # The completed invocations and their journals are in the changelog (what a processor rebuilds from).
     steps_pk = InvocationId.parse(steps_id).partition_key
