@@ -23,13 +23,11 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from kinvoke.kafka import client_config, poll_batch
 from kinvoke.metadata import MetadataView
 from processor.invoker import AttemptRequest, AttemptResult, Failed, Invoker
-from processor.invoker import Ended as InvokerEnded
-from processor.invoker import Suspended as InvokerSuspended
 from processor.partition import PartitionProcessor, PoisonCommand
 from processor.state_machine import InvokeAttempt
 from schemas.ids import InvocationId
 from schemas.partitioner import partition_of
-from schemas.records import AttemptEnded, AttemptFailed, Command, Ended, Suspended
+from schemas.records import AttemptEnded, Command
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -263,30 +261,9 @@ class ProcessorService:
             protocol_version=result.protocol_version,
             server=result.server,
             new_entries=list(result.new_entries),
-            outcome=_outcome(result),
+            outcome=result.outcome,
         )
         self.effects.put((partition, Command(timestamp_ms=now_ms(), body=effect)))
-
-
-def _outcome(result: AttemptResult) -> Ended | Suspended | AttemptFailed:
-    o = result.outcome
-    if isinstance(o, InvokerEnded):
-        return Ended()
-    if isinstance(o, InvokerSuspended):
-        return Suspended(
-            waiting_completions=list(o.waiting_completions),
-            waiting_signals=list(o.waiting_signals),
-            waiting_named_signals=list(o.waiting_named_signals),
-        )
-    return AttemptFailed(
-        code=o.code,
-        message=o.message,
-        stacktrace=o.stacktrace,
-        related_command_index=o.related_command_index,
-        related_command_name=o.related_command_name,
-        related_command_type=o.related_command_type,
-        next_retry_delay_ms=o.next_retry_delay_ms,
-    )
 
 
 def run_processor(settings: Settings) -> None:

@@ -15,6 +15,8 @@ from urllib.parse import quote
 import httpx
 import structlog
 
+from schemas.records import AttemptFailed as Failed
+from schemas.records import Ended, Suspended
 from schemas.service_protocol import (
     Frame,
     FrameDecoder,
@@ -56,29 +58,6 @@ class AttemptRequest:
 
 
 @dataclass(frozen=True)
-class Ended:
-    pass
-
-
-@dataclass(frozen=True)
-class Suspended:
-    waiting_completions: list[int]
-    waiting_signals: list[int]
-    waiting_named_signals: list[str]
-
-
-@dataclass(frozen=True)
-class Failed:
-    code: int
-    message: str
-    stacktrace: str = ""
-    related_command_index: int | None = None
-    related_command_name: str | None = None
-    related_command_type: int | None = None
-    next_retry_delay_ms: int | None = None
-
-
-@dataclass(frozen=True)
 class AttemptResult:
     new_entries: list[bytes]
     outcome: Ended | Suspended | Failed
@@ -113,6 +92,10 @@ def start_message(request: AttemptRequest) -> bytes:
     return encode_message(MessageType.START, start)
 
 
+def _failed(code: int, message: str) -> Failed:
+    return Failed(code=code, message=message)
+
+
 class _Collector:
     """Turns the response frames into an AttemptResult, enforcing what may come when."""
 
@@ -129,7 +112,9 @@ class _Collector:
         elif ty == MessageType.SUSPENSION:
             msg = decode_message(frame)
             self.outcome = Suspended(
-                list(msg.waiting_completions), list(msg.waiting_signals), list(msg.waiting_named_signals)
+                waiting_completions=list(msg.waiting_completions),
+                waiting_signals=list(msg.waiting_signals),
+                waiting_named_signals=list(msg.waiting_named_signals),
             )
         elif ty == MessageType.ERROR:
             msg = decode_message(frame)
@@ -188,20 +173,19 @@ class Invoker:
             async with asyncio.timeout(self._abort_timeout_s):
                 server = await self._exchange(deployment, request, version, collector)
         except TimeoutError:
-            collector.outcome = Failed(
+            collector.outcome = _failed(
                 500, f"attempt aborted after {self._abort_timeout_s:.0f}s without an end"
             )
         except ProtocolViolation as e:
-            collector.outcome = Failed(571, f"protocol violation: {e}")
+            collector.outcome = _failed(571, f"protocol violation: {e}")
         except _BadResponse as e:
-            collector.outcome = Failed(e.code, str(e))
+            collector.outcome = _failed(e.code, str(e))
         except httpx.HTTPError as e:
-            collector.outcome = Failed(
-                500,
-                f"error when calling {self._url(deployment, request)}: "
-                f"{type(e).__name__}: {e or 'connection failed'}",
+            url = self._url(deployment, request)
+            collector.outcome = _failed(
+                500, f"error when calling {url}: {type(e).__name__}: {e or 'connection failed'}"
             )
-        outcome = collector.outcome or Failed(
+        outcome = collector.outcome or _failed(
             571, "protocol violation: the deployment closed the stream without End, Suspension or Error"
         )
         return AttemptResult(collector.entries, outcome, version, server)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -29,6 +29,13 @@ def sdk_uri() -> Iterator[str]:
         yield uri
 
 
+@pytest.fixture
+async def invoker() -> AsyncIterator[Invoker]:
+    inv = Invoker(connect_timeout_s=2)
+    yield inv
+    await inv.aclose()
+
+
 @pytest.fixture(params=[False, True], ids=["h2c", "http1.1"])
 def deployment(request: pytest.FixtureRequest, sdk_uri: str) -> DeploymentTarget:
     return DeploymentTarget(uri=sdk_uri, use_http_11=request.param)
@@ -48,12 +55,8 @@ def request_for(
     )
 
 
-async def test_greet_ends_with_output(deployment: DeploymentTarget) -> None:
-    invoker = Invoker()
-    try:
-        result = await invoker.run_attempt(deployment, request_for("greet", "Alice"))
-    finally:
-        await invoker.aclose()
+async def test_greet_ends_with_output(invoker: Invoker, deployment: DeploymentTarget) -> None:
+    result = await invoker.run_attempt(deployment, request_for("greet", "Alice"))
     assert result.outcome == Ended()
     assert result.protocol_version == 6
     assert result.server and result.server.startswith("restate-sdk-python/")
@@ -62,70 +65,56 @@ async def test_greet_ends_with_output(deployment: DeploymentTarget) -> None:
     assert json.loads(decode_message(out).value.content) == "Hello Alice"
 
 
-async def test_ctx_run_steps_suspend_and_resume_until_done(deployment: DeploymentTarget) -> None:
-    invoker = Invoker()
+async def test_ctx_run_steps_suspend_and_resume_until_done(
+    invoker: Invoker, deployment: DeploymentTarget
+) -> None:
     journal = [input_command(b"5", [])]
-    try:
-        for attempt in range(1, 10):
-            result = await invoker.run_attempt(deployment, request_for("steps", 5, journal))
-            types = [Frame.parse(e).type for e in result.new_entries]
-            if isinstance(result.outcome, Ended):
-                break
-            # Each attempt runs one step: Run + its proposal, then suspends waiting for it.
-            assert types == [MessageType.RUN_COMMAND, MessageType.PROPOSE_RUN_COMPLETION]
-            assert result.outcome == Suspended([attempt], [1], [])
-            for raw in result.new_entries:
-                frame = Frame.parse(raw)
-                is_proposal = frame.type == MessageType.PROPOSE_RUN_COMPLETION
-                journal.append(run_completion_notification(decode_message(frame)) if is_proposal else raw)
-        else:
-            pytest.fail("never ended")
-    finally:
-        await invoker.aclose()
+    for attempt in range(1, 10):
+        result = await invoker.run_attempt(deployment, request_for("steps", 5, journal))
+        types = [Frame.parse(e).type for e in result.new_entries]
+        if isinstance(result.outcome, Ended):
+            break
+        # Each attempt runs one step: Run + its proposal, then suspends waiting for it.
+        assert types == [MessageType.RUN_COMMAND, MessageType.PROPOSE_RUN_COMPLETION]
+        assert result.outcome == Suspended(waiting_completions=[attempt], waiting_signals=[1])
+        for raw in result.new_entries:
+            frame = Frame.parse(raw)
+            is_proposal = frame.type == MessageType.PROPOSE_RUN_COMPLETION
+            journal.append(run_completion_notification(decode_message(frame)) if is_proposal else raw)
+    else:
+        pytest.fail("never ended")
     assert attempt == 4
     assert types == [MessageType.OUTPUT_COMMAND]
     assert json.loads(decode_message(Frame.parse(result.new_entries[0])).value.content) == 5 + 1 + 2 + 3
 
 
-async def test_terminal_error_is_an_output_failure(deployment: DeploymentTarget) -> None:
-    invoker = Invoker()
-    try:
-        result = await invoker.run_attempt(deployment, request_for("terminal", "nope", service="Failing"))
-    finally:
-        await invoker.aclose()
+async def test_terminal_error_is_an_output_failure(invoker: Invoker, deployment: DeploymentTarget) -> None:
+    result = await invoker.run_attempt(deployment, request_for("terminal", "nope", service="Failing"))
     assert result.outcome == Ended()
     out = decode_message(Frame.parse(result.new_entries[0]))
     assert (out.failure.code, out.failure.message) == (418, "nope")
 
 
-async def test_retryable_exception_is_a_failed_attempt(deployment: DeploymentTarget) -> None:
-    invoker = Invoker()
-    try:
-        result = await invoker.run_attempt(deployment, request_for("flaky", "x", service="Failing"))
-    finally:
-        await invoker.aclose()
+async def test_retryable_exception_is_a_failed_attempt(
+    invoker: Invoker, deployment: DeploymentTarget
+) -> None:
+    result = await invoker.run_attempt(deployment, request_for("flaky", "x", service="Failing"))
     assert isinstance(result.outcome, Failed)
     assert result.outcome.code == 500
     assert "flaky: x" in result.outcome.message
 
 
-async def test_unknown_handler_is_a_failed_attempt_naming_the_404(deployment: DeploymentTarget) -> None:
-    invoker = Invoker()
-    try:
-        result = await invoker.run_attempt(deployment, request_for("nope", "x"))
-    finally:
-        await invoker.aclose()
+async def test_unknown_handler_is_a_failed_attempt_naming_the_404(
+    invoker: Invoker, deployment: DeploymentTarget
+) -> None:
+    result = await invoker.run_attempt(deployment, request_for("nope", "x"))
     assert isinstance(result.outcome, Failed) and "404" in result.outcome.message
 
 
-async def test_nothing_listening_is_a_failed_attempt() -> None:
+async def test_nothing_listening_is_a_failed_attempt(invoker: Invoker) -> None:
     from tests.conftest import free_port
 
-    invoker = Invoker(connect_timeout_s=2)
-    try:
-        target = DeploymentTarget(uri=f"http://127.0.0.1:{free_port()}")
-        result = await invoker.run_attempt(target, request_for("greet", "x"))
-    finally:
-        await invoker.aclose()
+    target = DeploymentTarget(uri=f"http://127.0.0.1:{free_port()}")
+    result = await invoker.run_attempt(target, request_for("greet", "x"))
     assert isinstance(result.outcome, Failed)
     assert "error when calling" in result.outcome.message and "ConnectError" in result.outcome.message
