@@ -47,6 +47,13 @@ def _cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from kinvoke.replay import run
+
+    partitions = args.partition if args.partition else list(range(settings.partitions))
+    return run(settings, partitions, args.verify)
+
+
 def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     from kinvoke.broker import LocalBroker
 
@@ -134,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ingress", help="run the HTTP ingress").set_defaults(func=_cmd_ingress)
     sub.add_parser("admin", help="run the admin API").set_defaults(func=_cmd_admin)
     sub.add_parser("broker", help="run the local Kafka-compatible broker").set_defaults(func=_cmd_broker)
+    replay = sub.add_parser("replay", help="re-run the commands log through the state machine (debugging)")
+    replay.add_argument(
+        "--partition", type=int, action="append", help="partition(s) to replay (default: all)"
+    )
+    replay.add_argument("--verify", action="store_true", help="compare the replayed state with the changelog")
+    replay.set_defaults(func=_cmd_replay)
     topics = sub.add_parser("topics", help="manage kinvoke's topics")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True)
     topics_sub.add_parser("create", help="create the topics (idempotent)").set_defaults(func=_cmd_topics)

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from kinvoke.kafka import create_topics, producer_config, read_to_end
+from kinvoke.replay import replay_partition, verify
 from processor.storage import PartitionStore
 from schemas.ids import InvocationId
 from schemas.partitioner import partition_of, routing_key
@@ -275,3 +276,11 @@ def test_register_call_kill_restart(
     assert found is not None, "the rebuilt processor did not answer the duplicate invocation"
     assert isinstance(found.result, Success)
     assert json.loads(found.result.value) == "Hello Alice"
+
+    # Replaying `commands` through the state machine rebuilds exactly what the changelog holds
+    # (the processor is stopped first, so both topics are read at rest).
+    cluster["processor"].stop()
+    for partition in range(PARTITIONS):
+        assert verify(settings, partition) == []
+    replayed = [line for line, _ in replay_partition(settings, partition_of(steps_pk, PARTITIONS))]
+    assert any(line.get("invocation_id") == steps_id and line.get("outcome") == "Ended" for line in replayed)
