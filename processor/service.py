@@ -215,7 +215,7 @@ class ProcessorService:
             handler=status.target.handler,
             key=status.target.key,
             journal=journal,
-            state=None if status.target.key is None else {},
+            state=None,  # no state store yet: lazy state, so reading state is an (unsupported) command
             retry_count_since_last_stored_entry=status.retry_count_since_last_stored_entry,
             duration_since_last_stored_entry_ms=max(0, now_ms() - status.last_stored_entry_at_ms),
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
