@@ -17,7 +17,7 @@ from processor import state_machine
 from processor.state_machine import InvokeAttempt, SendResult
 from processor.storage import PartitionStore
 from schemas import codec
-from schemas.records import AttemptEnded, Command, Invoke
+from schemas.records import AttemptEnded, Barrier, Command, Invoke
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -38,13 +38,15 @@ def _describe(
     offset: int, command: Command, writes: list[tuple[str, bytes | None]], actions: list[Any]
 ) -> dict:
     body = command.body
-    kind = "Invoke" if isinstance(body, Invoke) else "AttemptEnded"
     out: dict[str, Any] = {
         "offset": offset,
         "timestamp_ms": command.timestamp_ms,
-        "command": kind,
-        "invocation_id": body.invocation_id,
+        "command": type(body).__name__,
     }
+    if isinstance(body, Barrier):
+        out["owner"] = body.owner
+        return out
+    out["invocation_id"] = body.invocation_id
     if isinstance(body, Invoke):
         out["target"] = str(body.target)
     if isinstance(body, AttemptEnded):

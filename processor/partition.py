@@ -6,6 +6,8 @@ partition next fences this owner and aborts its dangling transaction in `init_tr
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import dataclass, field
 
 import structlog
@@ -18,7 +20,7 @@ from processor.storage import PartitionStore
 from schemas import codec
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import Command
+from schemas.records import Barrier, Command
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -43,10 +45,12 @@ class PartitionProcessor:
     settings: Settings
     partition: int
     consumer: Consumer
+    owner: str = "processor"
     topics: Topics = field(init=False)
     store: PartitionStore = field(init=False)
     producer: Producer = field(init=False)
     pending_recovery: list[Action] = field(default_factory=list)
+    barrier_nonce: str | None = None  # recovery waits until this owner reads its own barrier back
     poison: dict[int, str] = field(default_factory=dict)  # offset -> why the state machine failed on it
 
     def __post_init__(self) -> None:
@@ -67,6 +71,8 @@ class PartitionProcessor:
             self.store.restore(msg.key().decode(), msg.value())
             count += 1
         self.pending_recovery = state_machine.recovery_actions(self.store)
+        if self.pending_recovery:
+            self._write_barrier()
         log.info(
             "partition.restored",
             partition=self.partition,
@@ -74,6 +80,16 @@ class PartitionProcessor:
             invocations=len(self.store.statuses),
             to_resume=len(self.pending_recovery),
         )
+
+    def _write_barrier(self) -> None:
+        """Recovery must not start before the previous owner's last committed effects are
+        applied; a barrier appended now is read back only after all of them."""
+        self.barrier_nonce = uuid.uuid4().hex
+        body = Barrier(owner=self.owner, nonce=self.barrier_nonce)
+        barrier = Command(timestamp_ms=int(time.time() * 1000), body=body)
+        self.producer.begin_transaction()
+        self.producer.produce(self.topics.commands, value=barrier.encode(), partition=self.partition)
+        self.producer.commit_transaction(30.0)
 
     def close(self) -> None:
         self.producer.flush(5.0)
@@ -108,6 +124,9 @@ class PartitionProcessor:
         except (codec.DecodeError, ValueError) as e:
             self._dead_letter(msg, str(e))
             return []
+        if isinstance(command.body, Barrier) and command.body.nonce == self.barrier_nonce:
+            recovery, self.pending_recovery, self.barrier_nonce = self.pending_recovery, [], None
+            return recovery
         try:
             step = state_machine.apply(self.store, command)
         except Exception as e:

@@ -109,7 +109,9 @@ class ProcessorService:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
-            pp = PartitionProcessor(self.settings, tp.partition, self.consumer)
+            pp = PartitionProcessor(
+                self.settings, tp.partition, self.consumer, self.settings.processor_instance_id
+            )
             pp.open()
             self.partitions[tp.partition] = pp
         log.info("processor.assigned", partitions=sorted(self.partitions))
@@ -174,13 +176,6 @@ class ProcessorService:
             )
             for action in actions:
                 self._dispatch(pp, action)
-        for p, pp in self.partitions.items():
-            if pp.pending_recovery and p not in by_partition:
-                # Caught up with `commands`: the previous owner's last effects have been applied.
-                recovery, pp.pending_recovery = pp.pending_recovery, []
-                for action in recovery:
-                    if isinstance(action, InvokeAttempt):
-                        self._dispatch(pp, action)
 
     def _reopen(self, partition: int, poison: dict[int, str]) -> None:
         """After a failed transaction the in-memory store may be ahead of the log: rebuild it and
@@ -190,7 +185,7 @@ class ProcessorService:
         if old is not None:
             old.close()
         committed = self.consumer.committed([TopicPartition(self.topics.commands, partition)], timeout=10)
-        pp = PartitionProcessor(self.settings, partition, self.consumer)
+        pp = PartitionProcessor(self.settings, partition, self.consumer, self.settings.processor_instance_id)
         pp.poison = poison
         pp.open()
         self.partitions[partition] = pp

@@ -180,10 +180,16 @@ class AttemptEnded(AvroModel):
     outcome: Ended | Suspended | AttemptFailed
 
 
+class Barrier(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Barrier"
+    owner: str
+    nonce: str
+
+
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
-    body: Invoke | AttemptEnded
+    body: Invoke | AttemptEnded | Barrier
 
 
 class InvocationStatus(AvroModel):

@@ -5,6 +5,8 @@ Serve it with: hypercorn examples.python.services:app --bind 127.0.0.1:9080
 
 from __future__ import annotations
 
+import asyncio
+
 import restate
 from restate.exceptions import TerminalError
 
@@ -27,6 +29,13 @@ async def steps(ctx: restate.Context, start: int) -> int:
 
         total = await ctx.run_typed(f"step-{i}", step)
     return total
+
+
+@greeter.handler()
+async def slow(ctx: restate.Context, seconds: float) -> str:
+    """Plain (not durable) waiting inside an attempt: lets tests crash things mid-attempt."""
+    await asyncio.sleep(seconds)
+    return f"slept {seconds}s"
 
 
 failing = restate.Service("Failing")

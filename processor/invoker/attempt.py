@@ -183,7 +183,7 @@ class Invoker:
         except httpx.HTTPError as e:
             url = self._url(deployment, request)
             collector.outcome = _failed(
-                500, f"error when calling {url}: {type(e).__name__}: {e or 'connection failed'}"
+                500, f"error when calling {url}: {type(e).__name__}: {str(e) or 'connection lost'}"
             )
         outcome = collector.outcome or _failed(
             571, "protocol violation: the deployment closed the stream without End, Suspension or Error"

@@ -29,6 +29,7 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
         invoke.apply(ctx, body)
     elif isinstance(body, AttemptEnded):
         attempt_ended.apply(ctx, body)
+    # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 
 

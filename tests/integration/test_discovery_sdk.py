@@ -22,7 +22,7 @@ async def test_discovery_over_h2c_and_http11() -> None:
     assert h2.sdk_version and h2.sdk_version.startswith("restate-sdk-python/")
     names = {s["name"]: s for s in h2.manifest["services"]}
     assert set(names) == {"Greeter", "Failing"}
-    assert {h["name"] for h in names["Greeter"]["handlers"]} == {"greet", "steps"}
+    assert {h["name"] for h in names["Greeter"]["handlers"]} == {"greet", "steps", "slow"}
 
 
 async def test_nothing_listening_is_meta0003() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -181,9 +182,17 @@ def test_register_call_kill_restart(
         after_junk = _call(client, f"{ingress}/Greeter/greet", "Dave")
         assert after_junk.status_code == 200 and after_junk.json() == "Hello Dave"
 
-        # Crash the processor: no clean shutdown, its partitions' transactions left as they are.
-        cluster["processor"].kill()
-        cluster["processor"].start()
+        # Crash the processor in the middle of an attempt: no clean shutdown, its partitions'
+        # transactions left as they are. The call's waiter on the ingress keeps waiting.
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(_call, client, f"{ingress}/Greeter/slow", 1.5)
+            time.sleep(0.7)  # the attempt is running at the deployment now
+            cluster["processor"].kill()
+            cluster["processor"].start()
+            # The new owner rebuilds the partition and re-runs the invocation that was running.
+            survived = pending.result(timeout=60)
+        assert survived.status_code == 200, survived.text
+        assert survived.json() == "slept 1.5s"
         # Restart the others too: the registry must come back from the metadata topic alone.
         for name in ("admin", "ingress"):
             cluster[name].stop()
@@ -223,10 +232,12 @@ def test_register_call_kill_restart(
                 time.sleep(0.2)  # the processor's registry view may lag the admin's by a moment
             assert status.deployment_id == dep11["id"]
 
-    flaky_status = _status(settings, flaky_id)
-    assert flaky_status.phase == InvocationPhase.INVOKED
-    assert flaky_status.retry_count >= 2
-    assert flaky_status.last_failure is not None and "flaky: x" in flaky_status.last_failure.message
+        # Meanwhile the flaky invocation went on failing, with backoff, on its pinned deployment.
+        flaky_status = _status(settings, flaky_id)
+        assert flaky_status.phase == InvocationPhase.INVOKED
+        assert flaky_status.retry_count >= 2
+        assert flaky_status.last_failure is not None and "flaky: x" in flaky_status.last_failure.message
+
 
     # The completed invocations and their journals are in the changelog (what a processor rebuilds from).
     steps_pk = InvocationId.parse(steps_id).partition_key

@@ -210,3 +210,12 @@ def test_recovery_restarts_running_invocations_only(sm: Harness) -> None:
     sm.apply(attempt(1200, 1, [], AttemptFailed(code=500, message="x")))
     actions = state_machine.recovery_actions(sm.store)
     assert actions == [InvokeAttempt(first, attempt=2, not_before_ms=1700)]
+
+
+def test_a_barrier_changes_nothing(sm: Harness) -> None:
+    from schemas.records import Barrier, Command
+
+    sm.apply(invoke())
+    before = (len(sm.writes), dict(sm.store.statuses))
+    assert sm.apply(Command(timestamp_ms=5000, body=Barrier(owner="processor-0", nonce="n"))) == []
+    assert (len(sm.writes), dict(sm.store.statuses)) == before
