@@ -93,7 +93,9 @@ class ProcessorService:
     def _shutdown(self) -> None:
         log.info("processor.stopping")
         try:
-            self.consumer.close()  # leaves the group: partitions move to the others at once
+            # A static member does not leave the group on close: restarted with the same
+            # instance id it takes its partitions back without a rebalance.
+            self.consumer.close()
         except Exception:
             log.warning("processor.consumer_close_failed", exc_info=True)
         for pp in self.partitions.values():

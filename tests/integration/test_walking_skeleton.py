@@ -233,11 +233,13 @@ def test_register_call_kill_restart(
             assert status.deployment_id == dep11["id"]
 
         # Meanwhile the flaky invocation went on failing, with backoff, on its pinned deployment.
-        flaky_status = _status(settings, flaky_id)
+        deadline = time.monotonic() + 15
+        while (flaky_status := _status(settings, flaky_id)).retry_count < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert flaky_status.phase == InvocationPhase.INVOKED
         assert flaky_status.retry_count >= 2
+        assert flaky_status.next_retry_at_ms is not None
         assert flaky_status.last_failure is not None and "flaky: x" in flaky_status.last_failure.message
-
 
     # The completed invocations and their journals are in the changelog (what a processor rebuilds from).
     steps_pk = InvocationId.parse(steps_id).partition_key
