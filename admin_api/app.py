@@ -16,7 +16,7 @@ from admin_api import discovery
 from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
 from admin_api.store import RegistryStore
 from schemas.ids import DeploymentId
-from schemas.registry import RegistrationError, plan_registration
+from schemas.registry import RegistryError, plan_registration
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -25,14 +25,6 @@ SERVER_VERSION = "1.7.12"
 API_VERSIONS = (2, 3, 4)
 STORE_KEY = web.AppKey("store", object)
 SETTINGS_KEY = web.AppKey("settings", Settings)
-
-
-class AdminError(Exception):
-    def __init__(self, status: int, message: str, restate_code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.restate_code = restate_code
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -54,9 +46,7 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except AdminError as e:
-        return _error(e.status, e.message, e.restate_code)
-    except RegistrationError as e:
+    except RegistryError as e:
         return _error(e.status, e.message, e.restate_code)
     except web.HTTPException as e:
         if e.status >= 400:
@@ -103,14 +93,14 @@ async def _read_json(request: web.Request) -> Any:
     try:
         return await request.json()
     except ValueError as e:
-        raise AdminError(400, f"Failed to parse the request body as JSON: {e}") from None
+        raise RegistryError(400, f"Failed to parse the request body as JSON: {e}") from None
 
 
 async def register_deployment(request: web.Request) -> web.Response:
     try:
         body = RegisterDeploymentRequest.model_validate(await _read_json(request))
     except ValidationError as e:
-        raise AdminError(400, f"Failed to deserialize the JSON body into the target type: {e}") from None
+        raise RegistryError(400, f"Failed to deserialize the JSON body into the target type: {e}") from None
     discovered = await discovery.discover(
         body.uri, use_http_11=body.use_http_11, additional_headers=body.additional_headers
     )
@@ -156,7 +146,7 @@ async def get_deployment(request: web.Request) -> web.Response:
     dep_id = request.match_info["deployment"]
     dep = registry.deployment(dep_id)
     if dep is None:
-        raise AdminError(404, f"The requested deployment '{dep_id}' does not exist")
+        raise RegistryError(404, f"The requested deployment '{dep_id}' does not exist")
     return _json(deployment_json(dep, registry, full_services=True))
 
 
@@ -164,7 +154,7 @@ def _service(request: web.Request) -> Any:
     name = request.match_info["service"]
     svc = _store(request).snapshot().service(name)
     if svc is None:
-        raise AdminError(404, f"The requested service '{name}' does not exist")
+        raise RegistryError(404, f"The requested service '{name}' does not exist")
     return svc
 
 
@@ -186,7 +176,7 @@ async def get_handler(request: web.Request) -> web.Response:
     name = request.match_info["handler"]
     handler = svc.handler(name)
     if handler is None:
-        raise AdminError(404, f"The requested handler '{name}' on service '{svc.name}' does not exist")
+        raise RegistryError(404, f"The requested handler '{name}' on service '{svc.name}' does not exist")
     return _json(handler_json(handler))
 
 

@@ -27,14 +27,18 @@ MIN_DISCOVERABLE_VERSION = 5
 MAX_DISCOVERABLE_VERSION = 7
 
 
-class RegistrationError(Exception):
-    """A registration Restate would refuse, with its HTTP status and restate code."""
+class RegistryError(Exception):
+    """A request about the registry that is refused, with its HTTP status and restate code."""
 
     def __init__(self, status: int, message: str, restate_code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.restate_code = restate_code
+
+
+class RegistrationError(RegistryError):
+    """A registration Restate would refuse (bad manifest, conflict, unreachable deployment)."""
 
 
 class _Options(AvroModel):
