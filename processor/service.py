@@ -212,7 +212,8 @@ class ProcessorService:
             handler=status.target.handler,
             key=status.target.key,
             journal=journal,
-            state=None,  # no state store yet: lazy state, so reading state is an (unsupported) command
+            # Eager state: the object's whole state travels in the StartMessage.
+            state=pp.store.state_of(status.target.service, status.target.key) if status.target.key else {},
             retry_count_since_last_stored_entry=status.retry_count_since_last_stored_entry,
             duration_since_last_stored_entry_ms=max(0, now_ms() - status.last_stored_entry_at_ms),
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas import changelog
-from schemas.records import InvocationStatus, JournalEntry
+from schemas.records import InvocationStatus, JournalEntry, ObjectStatus, StateEntry
+
+ObjectId = tuple[str, str]  # (service, key)
 
 
 @dataclass
@@ -17,12 +19,20 @@ class PartitionStore:
     partition: int
     statuses: dict[str, InvocationStatus] = field(default_factory=dict)
     journals: dict[str, list[JournalEntry]] = field(default_factory=dict)
+    objects: dict[ObjectId, ObjectStatus] = field(default_factory=dict)
+    state: dict[ObjectId, dict[bytes, bytes]] = field(default_factory=dict)
 
     def status(self, invocation_id: str) -> InvocationStatus | None:
         return self.statuses.get(invocation_id)
 
     def journal(self, invocation_id: str) -> list[JournalEntry]:
         return self.journals.get(invocation_id, [])
+
+    def object(self, service: str, key: str) -> ObjectStatus:
+        return self.objects.get((service, key)) or ObjectStatus(service=service, key=key)
+
+    def state_of(self, service: str, key: str) -> dict[bytes, bytes]:
+        return dict(self.state.get((service, key), {}))
 
     def restore(self, key: str, value: bytes | None) -> None:
         """Apply one changelog record read while rebuilding the partition."""
@@ -32,7 +42,23 @@ class PartitionStore:
                 self.statuses.pop(k.invocation_id, None)
             else:
                 self.statuses[k.invocation_id] = InvocationStatus.decode(value)
-            return
+        elif k.kind == changelog.JOURNAL:
+            self._restore_journal(k, value)
+        elif k.kind == changelog.OBJECT:
+            if value is None:
+                self.objects.pop((k.service, k.key), None)
+            else:
+                self.objects[(k.service, k.key)] = ObjectStatus.decode(value)
+        else:
+            entries = self.state.setdefault((k.service, k.key), {})
+            if value is None:
+                entries.pop(k.state_key, None)
+            else:
+                entries[k.state_key] = StateEntry.decode(value).value
+            if not entries:
+                del self.state[(k.service, k.key)]
+
+    def _restore_journal(self, k: changelog.ChangelogKey, value: bytes | None) -> None:
         entries = self.journals.setdefault(k.invocation_id, [])
         assert k.index is not None
         if value is None:
@@ -66,3 +92,29 @@ class Transaction:
             raise ValueError(f"journal append at {entry.index} but length is {len(entries)}")
         entries.append(entry)
         self.writes.append((changelog.journal_key(entry.invocation_id, entry.index), entry.encode()))
+
+    def put_object(self, obj: ObjectStatus) -> None:
+        """An unlocked object with an empty inbox is deleted (a tombstone), not stored."""
+        key = changelog.object_key(obj.service, obj.key)
+        if obj.locked_by is None and not obj.inbox:
+            self.store.objects.pop((obj.service, obj.key), None)
+            self.writes.append((key, None))
+        else:
+            self.store.objects[(obj.service, obj.key)] = obj
+            self.writes.append((key, obj.encode()))
+
+    def set_state(self, service: str, key: str, name: bytes, value: bytes) -> None:
+        self.store.state.setdefault((service, key), {})[name] = value
+        entry = StateEntry(service=service, key=key, state_key=name, value=value)
+        self.writes.append((changelog.state_key(service, key, name), entry.encode()))
+
+    def clear_state(self, service: str, key: str, name: bytes) -> None:
+        entries = self.store.state.get((service, key), {})
+        if entries.pop(name, None) is not None:
+            self.writes.append((changelog.state_key(service, key, name), None))
+        if not entries:
+            self.store.state.pop((service, key), None)
+
+    def clear_all_state(self, service: str, key: str) -> None:
+        for name in list(self.store.state.get((service, key), {})):
+            self.clear_state(service, key, name)

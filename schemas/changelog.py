@@ -1,17 +1,19 @@
 """Changelog keys: typed, human-readable state keys of the compacted changelog topic.
 
-The key says what a record is (`status/…`, `journal/…`), so a consumer of the changelog can
-decode any record without context, and compaction keeps exactly the latest value per key.
+The key says what a record is (`status/…`, `journal/…`, `object/…`, `state/…`), so a consumer of
+the changelog can decode any record without context, and compaction keeps exactly the latest
+value per key. Object keys and state keys are percent-encoded (they may contain `/`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from schemas.records import AvroModel, InvocationStatus, JournalEntry
+from urllib.parse import quote, quote_from_bytes, unquote, unquote_to_bytes
 
 STATUS = "status"
 JOURNAL = "journal"
+OBJECT = "object"
+STATE = "state"
 
 
 def status_key(invocation_id: str) -> str:
@@ -23,11 +25,22 @@ def journal_key(invocation_id: str, index: int) -> str:
     return f"{JOURNAL}/{invocation_id}/{index:010d}"
 
 
+def object_key(service: str, key: str) -> str:
+    return f"{OBJECT}/{service}/{quote(key, safe='')}"
+
+
+def state_key(service: str, key: str, name: bytes) -> str:
+    return f"{STATE}/{service}/{quote(key, safe='')}/{quote_from_bytes(name, safe='')}"
+
+
 @dataclass(frozen=True)
 class ChangelogKey:
     kind: str
-    invocation_id: str
+    invocation_id: str = ""
     index: int | None = None
+    service: str = ""
+    key: str = ""
+    state_key: bytes = b""
 
 
 def parse_key(key: str) -> ChangelogKey:
@@ -36,10 +49,10 @@ def parse_key(key: str) -> ChangelogKey:
         return ChangelogKey(STATUS, parts[1])
     if parts[0] == JOURNAL and len(parts) == 3 and parts[2].isdigit():
         return ChangelogKey(JOURNAL, parts[1], int(parts[2]))
+    if parts[0] == OBJECT and len(parts) == 3:
+        return ChangelogKey(OBJECT, service=parts[1], key=unquote(parts[2]))
+    if parts[0] == STATE and len(parts) == 4:
+        return ChangelogKey(
+            STATE, service=parts[1], key=unquote(parts[2]), state_key=unquote_to_bytes(parts[3])
+        )
     raise ValueError(f"unknown changelog key {key!r}")
-
-
-def decode_value(key: ChangelogKey, value: bytes) -> AvroModel:
-    if key.kind == STATUS:
-        return InvocationStatus.decode(value)
-    return JournalEntry.decode(value)

@@ -234,3 +234,19 @@ class InvocationResult(AvroModel):
     invocation_id: str
     result: Success | Failure
     completed_at_ms: int
+
+
+class ObjectStatus(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.ObjectStatus"
+    service: str
+    key: str
+    locked_by: str | None = None
+    inbox: list[str] = Field(default_factory=list)
+
+
+class StateEntry(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.StateEntry"
+    service: str
+    key: str
+    state_key: bytes
+    value: bytes

@@ -51,4 +51,20 @@ async def flaky(ctx: restate.Context, message: str) -> str:
     raise RuntimeError(f"flaky: {message}")
 
 
-app = restate.app(services=[greeter, failing])
+counter = restate.VirtualObject("Counter")
+
+
+@counter.handler()
+async def add(ctx: restate.ObjectContext, delta: int) -> int:
+    """Exclusive: one `add` per key at a time, so read-modify-write needs no care."""
+    count = (await ctx.get("count", type_hint=int)) or 0
+    ctx.set("count", count + delta)
+    return count + delta
+
+
+@counter.handler(kind="shared")
+async def get(ctx: restate.ObjectSharedContext) -> int:
+    return (await ctx.get("count", type_hint=int)) or 0
+
+
+app = restate.app(services=[greeter, failing, counter])

@@ -86,6 +86,7 @@ def notification(
     value: bytes | None = None,
     failure: tuple[int, str] | None = None,
     invocation_id: str | None = None,
+    state_keys: list[bytes] | None = None,
 ) -> bytes:
     """A notification frame of any kind; with no result given, the result is `void`."""
     note = pb.NotificationMessage()
@@ -101,6 +102,8 @@ def notification(
         note.failure.code, note.failure.message = failure
     elif invocation_id is not None:
         note.invocation_id = invocation_id
+    elif state_keys is not None:
+        note.state_keys.keys.extend(state_keys)
     else:
         note.void.SetInParent()
     return encode_message(ty, note)

@@ -143,6 +143,17 @@ def test_register_call_kill_restart(
         assert steps.json() == 5 + 1 + 2 + 3
         steps_id = steps.headers["x-restate-id"]
 
+        # A virtual object: concurrent exclusive `add`s on one key run one at a time (each sees the
+        # previous one's state), another key is independent, and the shared `get` reads the state.
+        with ThreadPoolExecutor(8) as pool:
+            adds = list(pool.map(lambda _: _call(client, f"{ingress}/Counter/k1/add", 1), range(8)))
+        assert all(r.status_code == 200 for r in adds), [r.text for r in adds]
+        assert sorted(r.json() for r in adds) == list(range(1, 9))
+        assert _call(client, f"{ingress}/Counter/k2/add", 5).json() == 5
+        assert client.post(f"{ingress}/Counter/k1/get", timeout=30).json() == 8
+        bad_key = _call(client, f"{ingress}/Counter/add", 1)
+        assert bad_key.status_code == 400
+
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202
         assert sent.json()["status"] == "Accepted"
@@ -207,6 +218,9 @@ def test_register_call_kill_restart(
         assert again.json() == "Hello Carol"
         steps2 = _call(client, f"{ingress}/Greeter/steps", 1)
         assert steps2.json() == 1 + 1 + 2 + 3
+        # Object state came back from the changelog with the new processor.
+        assert _call(client, f"{ingress}/Counter/k1/add", 2).json() == 10
+        assert client.get(f"{ingress}/Counter/k2/get", timeout=30).json() == 5
 
         # A retryable failure is retried with backoff (500 ms, 1 s, ...) and shows in the status.
         flaky = _call(client, f"{ingress}/Failing/flaky/send", "x")

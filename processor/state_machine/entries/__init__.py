@@ -9,16 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from processor.state_machine.context import StepContext
-from processor.state_machine.entries import output, propose_run_completion, run
+from processor.state_machine.entries import output, propose_run_completion, run, state
+from processor.state_machine.entries.errors import EntryRejected
 from schemas.records import InvocationStatus
 from schemas.service_protocol import Frame, MessageType, ProtocolViolation, decode_message, is_command
-
-
-class EntryRejected(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
 
 Handler = Callable[[StepContext, InvocationStatus, Frame, object], None]
 
@@ -26,7 +20,16 @@ _HANDLERS: dict[int, Handler] = {
     MessageType.OUTPUT_COMMAND: output.apply,
     MessageType.RUN_COMMAND: run.apply,
     MessageType.PROPOSE_RUN_COMPLETION: propose_run_completion.apply,
+    MessageType.SET_STATE_COMMAND: state.set_state,
+    MessageType.CLEAR_STATE_COMMAND: state.clear_state,
+    MessageType.CLEAR_ALL_STATE_COMMAND: state.clear_all_state,
+    MessageType.GET_EAGER_STATE_COMMAND: state.get_eager,
+    MessageType.GET_EAGER_STATE_KEYS_COMMAND: state.get_eager,
+    MessageType.GET_LAZY_STATE_COMMAND: state.get_lazy_state,
+    MessageType.GET_LAZY_STATE_KEYS_COMMAND: state.get_lazy_state_keys,
 }
+
+__all__ = ["EntryRejected", "apply_new_entry"]
 
 
 def apply_new_entry(ctx: StepContext, status: InvocationStatus, raw: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from processor.state_machine import journal
 from processor.state_machine.actions import SendResult
 from processor.state_machine.context import StepContext
+from processor.state_machine.lifecycle import object_lock
 from schemas.records import InvocationPhase, InvocationResult, InvocationStatus, Success
 
 
@@ -15,6 +16,7 @@ def apply(ctx: StepContext, status: InvocationStatus) -> None:
     status.completed_at_ms = ctx.now_ms
     status.waiting = None
     status.next_retry_at_ms = None
+    object_lock.release(ctx, status)
     if status.reply_to_results:
         ctx.emit(
             SendResult(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from processor.state_machine import journal
 from processor.state_machine.actions import InvokeAttempt, SendResult
 from processor.state_machine.context import StepContext
+from processor.state_machine.lifecycle import object_lock
 from schemas.records import InvocationPhase, InvocationResult, InvocationStatus, Invoke
 
 
@@ -29,8 +30,10 @@ def apply(ctx: StepContext, cmd: Invoke) -> None:
     )
     headers = [(h.name, h.value) for h in cmd.headers]
     ctx.append_entry(status, journal.input_command(cmd.argument, headers), is_command=True)
+    runs_now = scheduled or not object_lock.needs_lock(status) or object_lock.acquire_or_enqueue(ctx, status)
     ctx.txn.put_status(status)
-    ctx.emit(InvokeAttempt(cmd.invocation_id, attempt=1, not_before_ms=cmd.execute_at_ms or 0))
+    if runs_now:
+        ctx.emit(InvokeAttempt(cmd.invocation_id, attempt=1, not_before_ms=cmd.execute_at_ms or 0))
 
 
 def _duplicate(ctx: StepContext, status: InvocationStatus, cmd: Invoke) -> None:
