@@ -9,17 +9,24 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import defaultdict
+from typing import Any
 
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
 from kinvoke.kafka import client_config, poll_batch
 from schemas import codec
-from schemas.records import InvocationResult
+from schemas.records import InvocationAccepted, InvocationResult
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
+
+
+def _decode(data: bytes) -> InvocationResult | InvocationAccepted:
+    if codec.schema_name_of(data) == InvocationAccepted.avro_name:
+        return InvocationAccepted.decode(data)
+    return InvocationResult.decode(data)
 
 
 class ResultsListener:
@@ -28,6 +35,7 @@ class ResultsListener:
         self._loop = loop
         self._topic = Topics(settings.topic_prefix).results
         self._waiters: dict[str, list[asyncio.Future[InvocationResult]]] = defaultdict(list)
+        self._ack_waiters: dict[str, list[asyncio.Future[InvocationAccepted]]] = defaultdict(list)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -48,20 +56,30 @@ class ResultsListener:
             self._waiters[invocation_id].append(fut)
         return fut
 
-    def unregister(self, invocation_id: str, fut: asyncio.Future[InvocationResult]) -> None:
+    def register_ack(self, invocation_id: str) -> asyncio.Future[InvocationAccepted]:
+        fut: asyncio.Future[InvocationAccepted] = self._loop.create_future()
         with self._lock:
-            waiters = self._waiters.get(invocation_id)
-            if waiters and fut in waiters:
-                waiters.remove(fut)
-                if not waiters:
-                    del self._waiters[invocation_id]
+            self._ack_waiters[invocation_id].append(fut)
+        return fut
 
-    def _deliver(self, result: InvocationResult) -> None:
+    def unregister(self, invocation_id: str, fut: asyncio.Future[Any]) -> None:
         with self._lock:
-            waiters = self._waiters.pop(result.invocation_id, [])
+            for table in (self._waiters, self._ack_waiters):
+                waiters = table.get(invocation_id)
+                if waiters and fut in waiters:
+                    waiters.remove(fut)
+                    if not waiters:
+                        del table[invocation_id]
+
+    def _deliver(self, record: InvocationResult | InvocationAccepted) -> None:
+        table: dict[str, list[asyncio.Future[Any]]] = (
+            self._waiters if isinstance(record, InvocationResult) else self._ack_waiters  # type: ignore[assignment]
+        )
+        with self._lock:
+            waiters = table.pop(record.invocation_id, [])
         for fut in waiters:
             if not fut.done():
-                fut.set_result(result)
+                fut.set_result(record)
 
     def _run(self) -> None:
         consumer = Consumer(
@@ -90,11 +108,11 @@ class ResultsListener:
                     if msg.error() is not None:
                         continue
                     try:
-                        result = InvocationResult.decode(msg.value() or b"")
+                        record = _decode(msg.value() or b"")
                     except (codec.DecodeError, ValueError) as e:
                         log.warning("results.undecodable", offset=msg.offset(), error=str(e))
                         continue
-                    self._loop.call_soon_threadsafe(self._deliver, result)
+                    self._loop.call_soon_threadsafe(self._deliver, record)
         except Exception:
             log.exception("results.crashed")
         finally:

@@ -8,6 +8,7 @@ import json
 import secrets
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -25,6 +26,7 @@ from schemas.records import (
     Command,
     Failure,
     Header,
+    InvocationAccepted,
     InvocationResult,
     InvocationTarget,
     Invoke,
@@ -114,9 +116,11 @@ class Ingress:
             target.validate_input(request.headers.get("content-type"), body)
         except IngressError as e:
             return error_response(e.status, e.message)
-        invocation_id = self._new_invocation_id(target)
+        idempotency_key = request.headers.get("idempotency-key") or None
+        invocation_id = self._new_invocation_id(target, idempotency_key)
+        inv = str(invocation_id)
         cmd = Invoke(
-            invocation_id=str(invocation_id),
+            invocation_id=inv,
             target=InvocationTarget(
                 service=target.service,
                 handler=target.handler,
@@ -131,36 +135,49 @@ class Ingress:
                 for k, v in request.headers.items()
                 if k.lower() not in _DROPPED_HEADERS and not k.lower().startswith("idempotency-")
             ],
+            idempotency_key=idempotency_key,
             invoked_by=InvokedBy(kind=InvokedByKind.INGRESS),
             reply_to_results=not path.send,
+            # Only the processor knows whether an idempotent send is new: wait for its word.
+            ack_to_results=path.send and idempotency_key is not None,
         )
-        waiter = None
-        if not path.send:
-            assert self.results is not None
-            waiter = self.results.register(str(invocation_id))
+        assert self.results is not None
+        waiter: asyncio.Future[Any] | None = None
+        if cmd.reply_to_results:
+            waiter = self.results.register(inv)
+        elif cmd.ack_to_results:
+            waiter = self.results.register_ack(inv)
         try:
             await self._produce(invocation_id, Command(timestamp_ms=int(time.time() * 1000), body=cmd))
         except Exception as e:
             if waiter is not None:
-                self.results.unregister(str(invocation_id), waiter)  # type: ignore[union-attr]
+                self.results.unregister(inv, waiter)
             log.exception("ingress.produce_failed")
             return error_response(503, f"cannot append the invocation to the log: {e}")
-        if waiter is None:
-            return web.Response(
-                status=202,
-                body=json.dumps(
-                    {"invocationId": str(invocation_id), "status": "Accepted"}, separators=(",", ":")
-                ).encode(),
-                content_type="application/json",
-                headers={"x-restate-id": str(invocation_id)},
-            )
         try:
-            result = await waiter
+            answer = await waiter if waiter is not None else None
         finally:
-            self.results.unregister(str(invocation_id), waiter)  # type: ignore[union-attr]
-        return self._result_response(target, result)
+            if waiter is not None:
+                self.results.unregister(inv, waiter)
+        if isinstance(answer, InvocationResult):
+            return self._result_response(target, answer)
+        previously = isinstance(answer, InvocationAccepted) and answer.previously_accepted
+        return web.Response(
+            status=202,
+            body=json.dumps(
+                {"invocationId": inv, "status": "PreviouslyAccepted" if previously else "Accepted"},
+                separators=(",", ":"),
+            ).encode(),
+            content_type="application/json",
+            headers={"x-restate-id": inv},
+        )
 
-    def _new_invocation_id(self, target: ResolvedTarget) -> InvocationId:
+    def _new_invocation_id(self, target: ResolvedTarget, idempotency_key: str | None) -> InvocationId:
+        """Idempotent requests get the id their key determines, so a repeat finds the original."""
+        if idempotency_key is not None:
+            return InvocationId.for_idempotent_request(
+                target.service, target.key, target.handler, idempotency_key
+            )
         pk = partition_key_of(target.key) if target.key is not None else secrets.randbits(64)
         return InvocationId.generate(pk, int(time.time() * 1000), secrets.randbits(80))
 
@@ -184,6 +201,8 @@ class Ingress:
 
     def _result_response(self, target: ResolvedTarget, result: InvocationResult) -> web.Response:
         headers = {"x-restate-id": result.invocation_id}
+        if result.idempotency_expires_at_ms is not None:
+            headers["idempotency-expires"] = _rfc3339_ms(result.idempotency_expires_at_ms)
         outcome = result.result
         if isinstance(outcome, Failure):
             status = outcome.code if 400 <= outcome.code <= 599 else 500
@@ -195,6 +214,11 @@ class Ingress:
         if (outcome.value or target.set_content_type_if_empty) and content_type:
             headers["content-type"] = content_type
         return web.Response(status=200, body=outcome.value, headers=headers)
+
+
+def _rfc3339_ms(ms: int) -> str:
+    """`2026-11-24T08:32:11.954+00:00`, as Restate writes `idempotency-expires`."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 @web.middleware

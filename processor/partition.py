@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from kinvoke.kafka import producer_config, read_to_end
 from processor import state_machine
-from processor.state_machine import Action, InvokeAttempt, SendResult
+from processor.state_machine import Action, InvokeAttempt, SendAccepted, SendResult
 from processor.storage import PartitionStore
 from schemas import codec
 from schemas.ids import InvocationId
@@ -137,9 +137,16 @@ class PartitionProcessor:
                 self.topics.changelog, key=key.encode(), value=val, partition=self.partition
             )
         for action in step.actions:
-            if isinstance(action, SendResult):
-                r = action.result
-                self.producer.produce(self.topics.results, key=r.invocation_id.encode(), value=r.encode())
+            published = (
+                action.result
+                if isinstance(action, SendResult)
+                else action.accepted
+                if isinstance(action, SendAccepted)
+                else None
+            )
+            if published is not None:
+                key = published.invocation_id.encode()
+                self.producer.produce(self.topics.results, key=key, value=published.encode())
         return step.actions
 
     def _produce_command(self, command: Command) -> None:

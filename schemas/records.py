@@ -143,6 +143,7 @@ class Invoke(AvroModel):
     idempotency_key: str | None = None
     invoked_by: InvokedBy
     reply_to_results: bool = False
+    ack_to_results: bool = False
     caller: CallerRef | None = None
     execute_at_ms: int | None = None
 
@@ -234,6 +235,13 @@ class InvocationResult(AvroModel):
     invocation_id: str
     result: Success | Failure
     completed_at_ms: int
+    idempotency_expires_at_ms: int | None = None
+
+
+class InvocationAccepted(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.InvocationAccepted"
+    invocation_id: str
+    previously_accepted: bool
 
 
 class ObjectStatus(AvroModel):

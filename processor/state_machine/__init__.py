@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.state_machine.actions import Action, InvokeAttempt, SendResult
+from processor.state_machine.actions import Action, InvokeAttempt, SendAccepted, SendResult
 from processor.state_machine.context import StepContext
 from processor.state_machine.lifecycle import attempt_ended, invoke, recover
 from processor.storage import PartitionStore, Transaction
@@ -38,4 +38,4 @@ def recovery_actions(store: PartitionStore) -> list[Action]:
     return recover.actions(store)
 
 
-__all__ = ["Action", "InvokeAttempt", "SendResult", "StepResult", "apply", "recovery_actions"]
+__all__ = ["Action", "InvokeAttempt", "SendAccepted", "SendResult", "StepResult", "apply", "recovery_actions"]

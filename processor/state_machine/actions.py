@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.records import InvocationResult
+from schemas.records import InvocationAccepted, InvocationResult
 
 
 @dataclass(frozen=True)
@@ -23,4 +23,11 @@ class SendResult:
     result: InvocationResult
 
 
-Action = InvokeAttempt | SendResult
+@dataclass(frozen=True)
+class SendAccepted:
+    """Tell a waiting idempotent send whether its Invoke was new (on `results`, same transaction)."""
+
+    accepted: InvocationAccepted
+
+
+Action = InvokeAttempt | SendResult | SendAccepted

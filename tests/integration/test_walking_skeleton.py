@@ -154,6 +154,26 @@ def test_register_call_kill_restart(
         bad_key = _call(client, f"{ingress}/Counter/add", 1)
         assert bad_key.status_code == 400
 
+        # Idempotency keys: a repeat returns the first result (even with another body) and does
+        # not run again; a repeated send is "PreviouslyAccepted".
+        def idem(url: str, body: object, key: str) -> httpx.Response:
+            headers = {"content-type": "application/json", "idempotency-key": key}
+            return client.post(url, content=json.dumps(body), headers=headers, timeout=60)
+
+        first = idem(f"{ingress}/Counter/idem/add", 1, "idem-1")
+        assert first.status_code == 200 and first.json() == 1
+        assert "idempotency-expires" not in first.headers
+        for body in (1, 100):
+            repeat = idem(f"{ingress}/Counter/idem/add", body, "idem-1")
+            assert repeat.json() == 1
+            assert repeat.headers["x-restate-id"] == first.headers["x-restate-id"]
+            assert repeat.headers["idempotency-expires"].endswith("+00:00")
+        assert client.get(f"{ingress}/Counter/idem/get", timeout=30).json() == 1
+        send1 = idem(f"{ingress}/Greeter/greet/send", "Kim", "idem-send-1").json()
+        send2 = idem(f"{ingress}/Greeter/greet/send", "Kim", "idem-send-1").json()
+        assert (send1["status"], send2["status"]) == ("Accepted", "PreviouslyAccepted")
+        assert send1["invocationId"] == send2["invocationId"]
+
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202
         assert sent.json()["status"] == "Accepted"

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from processor.state_machine import journal
-from processor.state_machine.actions import InvokeAttempt, SendResult
+from processor.state_machine.actions import InvokeAttempt, SendAccepted, SendResult
 from processor.state_machine.context import StepContext
 from processor.state_machine.lifecycle import object_lock
-from schemas.records import InvocationPhase, InvocationResult, InvocationStatus, Invoke
+from schemas.records import InvocationAccepted, InvocationPhase, InvocationResult, InvocationStatus, Invoke
+
+# Restate's default idempotency retention. Results are kept (not yet cleaned up) beyond it.
+IDEMPOTENCY_RETENTION_MS = 24 * 3600 * 1000
 
 
 def apply(ctx: StepContext, cmd: Invoke) -> None:
@@ -32,24 +35,33 @@ def apply(ctx: StepContext, cmd: Invoke) -> None:
     ctx.append_entry(status, journal.input_command(cmd.argument, headers), is_command=True)
     runs_now = scheduled or not object_lock.needs_lock(status) or object_lock.acquire_or_enqueue(ctx, status)
     ctx.txn.put_status(status)
+    if cmd.ack_to_results:
+        ctx.emit(SendAccepted(InvocationAccepted(invocation_id=cmd.invocation_id, previously_accepted=False)))
     if runs_now:
         ctx.emit(InvokeAttempt(cmd.invocation_id, attempt=1, not_before_ms=cmd.execute_at_ms or 0))
 
 
 def _duplicate(ctx: StepContext, status: InvocationStatus, cmd: Invoke) -> None:
-    """The same invocation id twice (a producer retry, a replayed record): never run it twice.
-
-    A new waiter on the ingress still gets the answer: the stored one if the invocation is done.
+    """The same invocation id twice (an idempotency key used again, a producer retry, a replayed
+    record): never run it twice. A new waiter still gets the answer: the stored one if the
+    invocation is done (with when an idempotent result expires), else the one to come.
     """
+    if cmd.ack_to_results:
+        ctx.emit(
+            SendAccepted(InvocationAccepted(invocation_id=status.invocation_id, previously_accepted=True))
+        )
     if not cmd.reply_to_results:
         return
     if status.phase == InvocationPhase.COMPLETED and status.result is not None:
+        completed_at = status.completed_at_ms or ctx.now_ms
+        expires = completed_at + IDEMPOTENCY_RETENTION_MS if status.idempotency_key is not None else None
         ctx.emit(
             SendResult(
                 InvocationResult(
                     invocation_id=status.invocation_id,
                     result=status.result,
-                    completed_at_ms=status.completed_at_ms or ctx.now_ms,
+                    completed_at_ms=completed_at,
+                    idempotency_expires_at_ms=expires,
                 )
             )
         )

@@ -219,3 +219,26 @@ def test_a_barrier_changes_nothing(sm: Harness) -> None:
     before = (len(sm.writes), dict(sm.store.statuses))
     assert sm.apply(Command(timestamp_ms=5000, body=Barrier(owner="processor-0", nonce="n"))) == []
     assert (len(sm.writes), dict(sm.store.statuses)) == before
+
+
+def test_idempotent_send_is_acknowledged_and_a_repeat_is_previously_accepted(sm: Harness) -> None:
+    from processor.state_machine import SendAccepted
+
+    first = invoke(reply=False)
+    first.body.ack_to_results = True
+    first.body.idempotency_key = "idem-1"
+    actions = sm.apply(first)
+    assert [a.accepted.previously_accepted for a in actions if isinstance(a, SendAccepted)] == [False]
+    again = sm.apply(first)
+    assert [a.accepted.previously_accepted for a in again if isinstance(a, SendAccepted)] == [True]
+    assert not any(isinstance(a, InvokeAttempt) for a in again)
+
+
+def test_a_repeated_idempotent_call_gets_the_stored_result_and_its_expiry(sm: Harness) -> None:
+    call = invoke(ts=1000)
+    call.body.idempotency_key = "idem-1"
+    sm.apply(call, attempt(2000, 1, [output(b"1")], Ended()))
+    [answer] = sm.apply(invoke(ts=5000, argument=b"100"))
+    assert isinstance(answer, SendResult)
+    assert answer.result.result == Success(value=b"1")
+    assert answer.result.idempotency_expires_at_ms == 2000 + 24 * 3600 * 1000
