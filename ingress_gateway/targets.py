@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from ingress_gateway.paths import IngressError, InvocationPath, service_not_found
 from schemas.records import HandlerType, ServiceType
-
-_SERVICE_TYPES = {
-    "service": ServiceType.SERVICE,
-    "virtualobject": ServiceType.VIRTUAL_OBJECT,
-    "virtual_object": ServiceType.VIRTUAL_OBJECT,
-    "workflow": ServiceType.WORKFLOW,
-}
-_HANDLER_TYPES = {
-    "exclusive": HandlerType.EXCLUSIVE,
-    "shared": HandlerType.SHARED,
-    "workflow": HandlerType.WORKFLOW,
-}
+from schemas.registry import Registry
 
 
-def _enum_text(value: Any) -> str:
-    return str(getattr(value, "value", value)).lower()
-
-
-def service_type_of(registry: Any, service: str) -> ServiceType | None:
+def service_type_of(registry: Registry, service: str) -> ServiceType | None:
     svc = registry.service(service)
-    return None if svc is None else _SERVICE_TYPES[_enum_text(svc.ty)]
+    return None if svc is None else svc.service_type
 
 
 @dataclass(frozen=True)
@@ -71,7 +55,7 @@ def _content_type_matches(accepted: str, given: str) -> bool:
     return False
 
 
-def resolve_target(registry: Any, path: InvocationPath) -> ResolvedTarget:
+def resolve_target(registry: Registry, path: InvocationPath) -> ResolvedTarget:
     svc = registry.service(path.service)
     if svc is None:
         raise service_not_found(path.service)
@@ -84,13 +68,12 @@ def resolve_target(registry: Any, path: InvocationPath) -> ResolvedTarget:
         )
     if not svc.public or not handler.public:
         raise IngressError(400, "the invoked service is not public")
-    handler_ty = _HANDLER_TYPES.get(_enum_text(handler.ty)) if handler.ty is not None else None
     return ResolvedTarget(
         service=path.service,
         handler=path.handler,
         key=path.key,
-        service_ty=_SERVICE_TYPES[_enum_text(svc.ty)],
-        handler_ty=handler_ty,
+        service_ty=svc.service_type,
+        handler_ty=handler.handler_type,
         input_content_type=handler.input_content_type,
         input_required=handler.input_required,
         output_content_type=handler.output_content_type,

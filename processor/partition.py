@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from kinvoke.kafka import producer_config, read_to_end
 from processor import state_machine
-from processor.state_machine import Action, InvokeAttempt, SendAccepted, SendResult
+from processor.state_machine import Action, InvokeAttempt, ProduceCommand, SendAccepted, SendResult
 from processor.storage import PartitionStore
 from schemas import codec
 from schemas.ids import InvocationId
@@ -147,6 +147,10 @@ class PartitionProcessor:
             if published is not None:
                 key = published.invocation_id.encode()
                 self.producer.produce(self.topics.results, key=key, value=published.encode())
+            elif isinstance(action, ProduceCommand):
+                # Kafka's default partitioner on the routing key: the target's own partition.
+                key = routing_key(action.partition_key)
+                self.producer.produce(self.topics.commands, key=key, value=action.command.encode())
         return step.actions
 
     def _produce_command(self, command: Command) -> None:

@@ -27,7 +27,8 @@ from processor.partition import PartitionProcessor, PoisonCommand
 from processor.state_machine import InvokeAttempt
 from schemas.ids import InvocationId
 from schemas.partitioner import partition_of
-from schemas.records import AttemptEnded, Command
+from schemas.records import AttemptEnded, Command, ResolvedCallee
+from schemas.service_protocol import Frame, MessageType, decode_message
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -196,6 +197,28 @@ class ProcessorService:
 
     # -- invoking ---------------------------------------------------------------------------------
 
+    def _resolve_callees(self, entries: list[bytes]) -> list[ResolvedCallee]:
+        """Registry answers for the attempt's calls, recorded in the effect: the state machine
+        then needs no registry, and replaying the log gives the same children."""
+        registry = self.metadata.registry()
+        out: list[ResolvedCallee] = []
+        for raw in entries:
+            frame = Frame.parse(raw)
+            if frame.type not in (MessageType.CALL_COMMAND, MessageType.ONE_WAY_CALL_COMMAND):
+                continue
+            msg = decode_message(frame)
+            svc = registry.service(msg.service_name)
+            handler = registry.handler(msg.service_name, msg.handler_name)
+            if svc is None:
+                out.append(ResolvedCallee(error=f"service '{msg.service_name}' not found"))
+            elif handler is None:
+                out.append(
+                    ResolvedCallee(error=f"handler '{msg.handler_name}' of '{msg.service_name}' not found")
+                )
+            else:
+                out.append(ResolvedCallee(service_ty=svc.service_type, handler_ty=handler.handler_type))
+        return out
+
     def _dispatch(self, pp: PartitionProcessor, action: InvokeAttempt) -> None:
         key = (action.invocation_id, action.attempt)
         if key in self.in_flight:
@@ -253,6 +276,7 @@ class ProcessorService:
             new_entries=len(result.new_entries),
         )
         effect = AttemptEnded(
+            callees=self._resolve_callees(result.new_entries),
             invocation_id=request.invocation_id,
             attempt=action.attempt,
             deployment_id=deployment_id,

@@ -170,6 +170,21 @@ class AttemptFailed(AvroModel):
     next_retry_delay_ms: int | None = None
 
 
+class ResolvedCallee(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.ResolvedCallee"
+    service_ty: ServiceType | None = None
+    handler_ty: HandlerType | None = None
+    error: str | None = None
+
+
+class CallCompleted(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.CallCompleted"
+    invocation_id: str
+    completion_id: int
+    callee_id: str
+    result: Success | Failure
+
+
 class AttemptEnded(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.AttemptEnded"
     invocation_id: str
@@ -179,6 +194,7 @@ class AttemptEnded(AvroModel):
     server: str | None = None
     new_entries: list[bytes] = Field(default_factory=list)
     outcome: Ended | Suspended | AttemptFailed
+    callees: list[ResolvedCallee] = Field(default_factory=list)
 
 
 class Barrier(AvroModel):
@@ -190,7 +206,7 @@ class Barrier(AvroModel):
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
-    body: Invoke | AttemptEnded | Barrier
+    body: Invoke | AttemptEnded | Barrier | CallCompleted
 
 
 class InvocationStatus(AvroModel):

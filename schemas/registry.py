@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from schemas.records import AvroModel
+from schemas.records import AvroModel, HandlerType, ServiceType
 
 DEPLOYMENT_PREFIX = "deployment/"
 SERVICE_PREFIX = "service/"
@@ -57,6 +57,7 @@ class _Options(AvroModel):
 
 class HandlerRecord(_Options):
     avro_name: ClassVar[str] = "kinvoke.metadata.HandlerRecord"
+
     name: str
     ty: str | None = None
     public: bool = True
@@ -68,6 +69,10 @@ class HandlerRecord(_Options):
     output_json_schema: str | None = None
     documentation: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def handler_type(self) -> HandlerType | None:
+        return None if self.ty is None else HandlerType[self.ty.upper()]
 
 
 class ServiceRecord(_Options):
@@ -83,6 +88,10 @@ class ServiceRecord(_Options):
 
     def handler(self, name: str) -> HandlerRecord | None:
         return next((h for h in self.handlers if h.name == name), None)
+
+    @property
+    def service_type(self) -> ServiceType:
+        return ServiceType[next(k for k, v in SERVICE_TYPES.items() if v == self.ty)]
 
 
 class ServiceRevision(AvroModel):

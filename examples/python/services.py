@@ -67,4 +67,34 @@ async def get(ctx: restate.ObjectSharedContext) -> int:
     return (await ctx.get("count", type_hint=int)) or 0
 
 
-app = restate.app(services=[greeter, failing, counter])
+caller = restate.Service("Caller")
+
+
+@caller.handler()
+async def call_greet(ctx: restate.Context, name: str) -> str:
+    """A request-response call to another service: suspends until the callee's result arrives."""
+    greeting = await ctx.service_call(greet, arg=name)
+    return f"Greeter said: {greeting}"
+
+
+@caller.handler()
+async def send_greet(ctx: restate.Context, name: str) -> str:
+    """A one-way send: returns the callee's invocation id without waiting for it."""
+    handle = ctx.service_send(greet, arg=name)
+    return await handle.invocation_id()
+
+
+@caller.handler()
+async def add_twice(ctx: restate.Context, key: str) -> int:
+    """Two calls to a virtual object's exclusive handler, one after the other."""
+    await ctx.object_call(add, key=key, arg=1)
+    return await ctx.object_call(add, key=key, arg=1)
+
+
+@caller.handler()
+async def call_failing(ctx: restate.Context, message: str) -> str:
+    """A callee's terminal error surfaces in the caller as a TerminalError."""
+    return await ctx.service_call(terminal, arg=message)
+
+
+app = restate.app(services=[greeter, failing, counter, caller])

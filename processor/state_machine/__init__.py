@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.state_machine.actions import Action, InvokeAttempt, SendAccepted, SendResult
+from processor.state_machine.actions import Action, InvokeAttempt, ProduceCommand, SendAccepted, SendResult
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import attempt_ended, invoke, recover
+from processor.state_machine.lifecycle import attempt_ended, call_completed, invoke, recover
 from processor.storage import PartitionStore, Transaction
-from schemas.records import AttemptEnded, Command, Invoke
+from schemas.records import AttemptEnded, CallCompleted, Command, Invoke
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,10 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
     if isinstance(body, Invoke):
         invoke.apply(ctx, body)
     elif isinstance(body, AttemptEnded):
+        ctx.callees = list(body.callees)
         attempt_ended.apply(ctx, body)
+    elif isinstance(body, CallCompleted):
+        call_completed.apply(ctx, body)
     # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 
@@ -38,4 +41,13 @@ def recovery_actions(store: PartitionStore) -> list[Action]:
     return recover.actions(store)
 
 
-__all__ = ["Action", "InvokeAttempt", "SendAccepted", "SendResult", "StepResult", "apply", "recovery_actions"]
+__all__ = [
+    "Action",
+    "InvokeAttempt",
+    "ProduceCommand",
+    "SendAccepted",
+    "SendResult",
+    "StepResult",
+    "apply",
+    "recovery_actions",
+]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.records import InvocationAccepted, InvocationResult
+from schemas.records import Command, InvocationAccepted, InvocationResult
 
 
 @dataclass(frozen=True)
@@ -30,4 +30,13 @@ class SendAccepted:
     accepted: InvocationAccepted
 
 
-Action = InvokeAttempt | SendResult | SendAccepted
+@dataclass(frozen=True)
+class ProduceCommand:
+    """Append a command for another invocation (a call, a completion) to `commands`, keyed by
+    its partition key, in the same transaction."""
+
+    partition_key: int
+    command: Command
+
+
+Action = InvokeAttempt | SendResult | SendAccepted | ProduceCommand

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from processor.state_machine.actions import Action
 from processor.storage import Transaction
-from schemas.records import InvocationStatus, JournalEntry
+from schemas.records import InvocationStatus, JournalEntry, ResolvedCallee
 
 
 @dataclass
@@ -14,6 +14,10 @@ class StepContext:
     txn: Transaction
     now_ms: int  # the command's timestamp: the state machine never reads the wall clock
     actions: list[Action] = field(default_factory=list)
+    callees: list[ResolvedCallee] = field(default_factory=list)  # registry answers for this attempt's calls
+
+    def next_callee(self) -> ResolvedCallee | None:
+        return self.callees.pop(0) if self.callees else None
 
     def status(self, invocation_id: str) -> InvocationStatus | None:
         return self.txn.store.status(invocation_id)

@@ -174,6 +174,17 @@ def test_register_call_kill_restart(
         assert (send1["status"], send2["status"]) == ("Accepted", "PreviouslyAccepted")
         assert send1["invocationId"] == send2["invocationId"]
 
+        # Service-to-service: a call waits for the callee's result, a send only gets its id, calls to
+        # an object go through its lock, and a callee's terminal error reaches the caller.
+        called = _call(client, f"{ingress}/Caller/call_greet", "Dave")
+        assert called.status_code == 200, called.text
+        assert called.json() == "Greeter said: Hello Dave"
+        child_id = _call(client, f"{ingress}/Caller/send_greet", "Erin").json()
+        InvocationId.parse(child_id)
+        assert _call(client, f"{ingress}/Caller/add_twice", "k3").json() == 2
+        failed_call = _call(client, f"{ingress}/Caller/call_failing", "no luck")
+        assert failed_call.status_code == 418 and failed_call.json()["message"] == "no luck"
+
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202
         assert sent.json()["status"] == "Accepted"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from processor.state_machine import journal
 from processor.state_machine.actions import SendResult
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import object_lock
+from processor.state_machine.lifecycle import call_completed, object_lock
 from schemas.records import InvocationPhase, InvocationResult, InvocationStatus, Success
 
 
@@ -17,6 +17,8 @@ def apply(ctx: StepContext, status: InvocationStatus) -> None:
     status.waiting = None
     status.next_retry_at_ms = None
     object_lock.release(ctx, status)
+    for caller in status.callers:
+        ctx.emit(call_completed.completion_for(caller, status.invocation_id, result, ctx.now_ms))
     if status.reply_to_results:
         ctx.emit(
             SendResult(
