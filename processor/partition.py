@@ -6,6 +6,7 @@ partition next fences this owner and aborts its dangling transaction in `init_tr
 
 from __future__ import annotations
 
+import heapq
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -15,12 +16,19 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from kinvoke.kafka import producer_config, read_to_end
 from processor import state_machine
-from processor.state_machine import Action, InvokeAttempt, ProduceCommand, SendAccepted, SendResult
+from processor.state_machine import (
+    Action,
+    InvokeAttempt,
+    ProduceCommand,
+    ScheduleTimer,
+    SendAccepted,
+    SendResult,
+)
 from processor.storage import PartitionStore
 from schemas import codec
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import Barrier, Command
+from schemas.records import Barrier, Command, TimerFired
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -52,6 +60,9 @@ class PartitionProcessor:
     pending_recovery: list[Action] = field(default_factory=list)
     barrier_nonce: str | None = None  # recovery waits until this owner reads its own barrier back
     poison: dict[int, str] = field(default_factory=dict)  # offset -> why the state machine failed on it
+    timers: list[tuple[int, str, int]] = field(
+        default_factory=list
+    )  # heap of (wake-up ms, invocation, completion)
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.settings.topic_prefix)
@@ -71,6 +82,10 @@ class PartitionProcessor:
             self.store.restore(msg.key().decode(), msg.value())
             count += 1
         self.pending_recovery = state_machine.recovery_actions(self.store)
+        self.timers = [
+            (t.wake_up_at_ms, t.invocation_id, t.completion_id) for t in self.store.timers.values()
+        ]
+        heapq.heapify(self.timers)
         if self.pending_recovery:
             self._write_barrier()
         log.info(
@@ -80,6 +95,16 @@ class PartitionProcessor:
             invocations=len(self.store.statuses),
             to_resume=len(self.pending_recovery),
         )
+
+    def due_timers(self, now_ms: int) -> list[TimerFired]:
+        """Timers whose time has come; their TimerFired goes through the log like any input."""
+        fired = []
+        while self.timers and self.timers[0][0] <= now_ms:
+            wake_up, invocation_id, completion_id = heapq.heappop(self.timers)
+            fired.append(
+                TimerFired(invocation_id=invocation_id, completion_id=completion_id, wake_up_at_ms=wake_up)
+            )
+        return fired
 
     def _write_barrier(self) -> None:
         """Recovery must not start before the previous owner's last committed effects are
@@ -147,6 +172,9 @@ class PartitionProcessor:
             if published is not None:
                 key = published.invocation_id.encode()
                 self.producer.produce(self.topics.results, key=key, value=published.encode())
+            elif isinstance(action, ScheduleTimer):
+                t = action.timer
+                heapq.heappush(self.timers, (t.wake_up_at_ms, t.invocation_id, t.completion_id))
             elif isinstance(action, ProduceCommand):
                 # Kafka's default partitioner on the routing key: the target's own partition.
                 key = routing_key(action.partition_key)

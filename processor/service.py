@@ -155,6 +155,10 @@ class ProcessorService:
             except queue.Empty:
                 break
             effects[p].append(cmd)
+        now = now_ms()
+        for p, pp in self.partitions.items():
+            for fired in pp.due_timers(now):
+                effects[p].append(Command(timestamp_ms=now, body=fired))
         for p in set(by_partition) | set(effects):
             pp = self.partitions.get(p)
             if pp is None:

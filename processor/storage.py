@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas import changelog
-from schemas.records import InvocationStatus, JournalEntry, ObjectStatus, StateEntry
+from schemas.records import InvocationStatus, JournalEntry, ObjectStatus, StateEntry, Timer
 
 ObjectId = tuple[str, str]  # (service, key)
 
@@ -21,6 +21,7 @@ class PartitionStore:
     journals: dict[str, list[JournalEntry]] = field(default_factory=dict)
     objects: dict[ObjectId, ObjectStatus] = field(default_factory=dict)
     state: dict[ObjectId, dict[bytes, bytes]] = field(default_factory=dict)
+    timers: dict[tuple[str, int], Timer] = field(default_factory=dict)  # (invocation id, completion id)
 
     def status(self, invocation_id: str) -> InvocationStatus | None:
         return self.statuses.get(invocation_id)
@@ -44,6 +45,12 @@ class PartitionStore:
                 self.statuses[k.invocation_id] = InvocationStatus.decode(value)
         elif k.kind == changelog.JOURNAL:
             self._restore_journal(k, value)
+        elif k.kind == changelog.TIMER:
+            assert k.index is not None
+            if value is None:
+                self.timers.pop((k.invocation_id, k.index), None)
+            else:
+                self.timers[(k.invocation_id, k.index)] = Timer.decode(value)
         elif k.kind == changelog.OBJECT:
             if value is None:
                 self.objects.pop((k.service, k.key), None)
@@ -92,6 +99,17 @@ class Transaction:
             raise ValueError(f"journal append at {entry.index} but length is {len(entries)}")
         entries.append(entry)
         self.writes.append((changelog.journal_key(entry.invocation_id, entry.index), entry.encode()))
+
+    def put_timer(self, timer: Timer) -> None:
+        self.store.timers[(timer.invocation_id, timer.completion_id)] = timer
+        key = changelog.timer_key(timer.wake_up_at_ms, timer.invocation_id, timer.completion_id)
+        self.writes.append((key, timer.encode()))
+
+    def delete_timer(self, timer: Timer) -> None:
+        self.store.timers.pop((timer.invocation_id, timer.completion_id), None)
+        self.writes.append(
+            (changelog.timer_key(timer.wake_up_at_ms, timer.invocation_id, timer.completion_id), None)
+        )
 
     def put_object(self, obj: ObjectStatus) -> None:
         """An unlocked object with an empty inbox is deleted (a tombstone), not stored."""

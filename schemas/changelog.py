@@ -14,6 +14,7 @@ STATUS = "status"
 JOURNAL = "journal"
 OBJECT = "object"
 STATE = "state"
+TIMER = "timer"
 
 
 def status_key(invocation_id: str) -> str:
@@ -31,6 +32,11 @@ def object_key(service: str, key: str) -> str:
 
 def state_key(service: str, key: str, name: bytes) -> str:
     return f"{STATE}/{service}/{quote(key, safe='')}/{quote_from_bytes(name, safe='')}"
+
+
+def timer_key(wake_up_at_ms: int, invocation_id: str, completion_id: int) -> str:
+    # Zero-padded time first: key order is firing order.
+    return f"{TIMER}/{wake_up_at_ms:016d}/{invocation_id}/{completion_id}"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,8 @@ def parse_key(key: str) -> ChangelogKey:
         return ChangelogKey(JOURNAL, parts[1], int(parts[2]))
     if parts[0] == OBJECT and len(parts) == 3:
         return ChangelogKey(OBJECT, service=parts[1], key=unquote(parts[2]))
+    if parts[0] == TIMER and len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
+        return ChangelogKey(TIMER, invocation_id=parts[2], index=int(parts[3]))
     if parts[0] == STATE and len(parts) == 4:
         return ChangelogKey(
             STATE, service=parts[1], key=unquote(parts[2]), state_key=unquote_to_bytes(parts[3])

@@ -185,6 +185,13 @@ class CallCompleted(AvroModel):
     result: Success | Failure
 
 
+class TimerFired(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.TimerFired"
+    invocation_id: str
+    completion_id: int
+    wake_up_at_ms: int
+
+
 class AttemptEnded(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.AttemptEnded"
     invocation_id: str
@@ -206,7 +213,7 @@ class Barrier(AvroModel):
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
-    body: Invoke | AttemptEnded | Barrier | CallCompleted
+    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired
 
 
 class InvocationStatus(AvroModel):
@@ -274,3 +281,10 @@ class StateEntry(AvroModel):
     key: str
     state_key: bytes
     value: bytes
+
+
+class Timer(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Timer"
+    invocation_id: str
+    completion_id: int
+    wake_up_at_ms: int

@@ -6,6 +6,7 @@ Serve it with: hypercorn examples.python.services:app --bind 127.0.0.1:9080
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import restate
 from restate.exceptions import TerminalError
@@ -36,6 +37,13 @@ async def slow(ctx: restate.Context, seconds: float) -> str:
     """Plain (not durable) waiting inside an attempt: lets tests crash things mid-attempt."""
     await asyncio.sleep(seconds)
     return f"slept {seconds}s"
+
+
+@greeter.handler()
+async def nap(ctx: restate.Context, millis: int) -> str:
+    """A durable sleep: the timer lives on the server, so the handler suspends meanwhile."""
+    await ctx.sleep(timedelta(milliseconds=millis))
+    return f"rested {millis}ms"
 
 
 failing = restate.Service("Failing")

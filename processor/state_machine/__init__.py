@@ -9,11 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from processor.state_machine.actions import Action, InvokeAttempt, ProduceCommand, SendAccepted, SendResult
+from processor.state_machine.actions import (
+    Action,
+    InvokeAttempt,
+    ProduceCommand,
+    ScheduleTimer,
+    SendAccepted,
+    SendResult,
+)
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import attempt_ended, call_completed, invoke, recover
+from processor.state_machine.lifecycle import attempt_ended, call_completed, invoke, recover, timer_fired
 from processor.storage import PartitionStore, Transaction
-from schemas.records import AttemptEnded, CallCompleted, Command, Invoke
+from schemas.records import AttemptEnded, CallCompleted, Command, Invoke, TimerFired
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,8 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
         attempt_ended.apply(ctx, body)
     elif isinstance(body, CallCompleted):
         call_completed.apply(ctx, body)
+    elif isinstance(body, TimerFired):
+        timer_fired.apply(ctx, body)
     # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 
@@ -45,6 +54,7 @@ __all__ = [
     "Action",
     "InvokeAttempt",
     "ProduceCommand",
+    "ScheduleTimer",
     "SendAccepted",
     "SendResult",
     "StepResult",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.records import Command, InvocationAccepted, InvocationResult
+from schemas.records import Command, InvocationAccepted, InvocationResult, Timer
 
 
 @dataclass(frozen=True)
@@ -39,4 +39,11 @@ class ProduceCommand:
     command: Command
 
 
-Action = InvokeAttempt | SendResult | SendAccepted | ProduceCommand
+@dataclass(frozen=True)
+class ScheduleTimer:
+    """Fire `timer` (as a TimerFired command) when the wall clock reaches its wake-up time."""
+
+    timer: Timer
+
+
+Action = InvokeAttempt | SendResult | SendAccepted | ProduceCommand | ScheduleTimer

@@ -226,15 +226,22 @@ def test_register_call_kill_restart(
 
         # Crash the processor in the middle of an attempt: no clean shutdown, its partitions'
         # transactions left as they are. The call's waiter on the ingress keeps waiting.
-        with ThreadPoolExecutor(1) as pool:
+        # A durable sleep started before the crash is fired by the next owner.
+        started = time.monotonic()
+        with ThreadPoolExecutor(2) as pool:
             pending = pool.submit(_call, client, f"{ingress}/Greeter/slow", 1.5)
-            time.sleep(0.7)  # the attempt is running at the deployment now
+            napping = pool.submit(_call, client, f"{ingress}/Greeter/nap", 2500)
+            time.sleep(0.7)  # the slow attempt is running at the deployment now, the nap is suspended
             cluster["processor"].kill()
             cluster["processor"].start()
             # The new owner rebuilds the partition and re-runs the invocation that was running.
             survived = pending.result(timeout=60)
+            rested = napping.result(timeout=60)
         assert survived.status_code == 200, survived.text
         assert survived.json() == "slept 1.5s"
+        assert rested.status_code == 200, rested.text
+        assert rested.json() == "rested 2500ms"
+        assert time.monotonic() - started >= 2.5
         # Restart the others too: the registry must come back from the metadata topic alone.
         for name in ("admin", "ingress"):
             cluster[name].stop()

@@ -88,6 +88,13 @@ def sleep(completion_id: int) -> bytes:
     )
 
 
+def get_promise(completion_id: int) -> bytes:
+    return encode_message(
+        MessageType.GET_PROMISE_COMMAND,
+        pb.GetPromiseCommandMessage(key="p", result_completion_id=completion_id),
+    )
+
+
 @dataclass
 class Harness:
     """Applies commands in order, keeping every step's writes and actions for assertions."""

@@ -14,6 +14,7 @@ from tests.unit.state_machine.conftest import (
     INV,
     Harness,
     attempt,
+    get_promise,
     invoke,
     output,
     output_failure,
@@ -166,11 +167,11 @@ def test_duplicate_invoke_returns_the_stored_result_without_running_again(sm: Ha
 
 def test_unsupported_command_fails_the_attempt_with_a_readable_message(sm: Harness) -> None:
     sm.apply(invoke())
-    actions = sm.apply(attempt(2000, 1, [sleep(1)], Suspended(waiting_completions=[1])))
+    actions = sm.apply(attempt(2000, 1, [get_promise(1)], Suspended(waiting_completions=[1])))
     status = sm.store.status(INV)
     assert status is not None and status.last_failure is not None
     assert status.last_failure.code == 573
-    assert "SLEEP_COMMAND" in status.last_failure.message
+    assert "GET_PROMISE_COMMAND" in status.last_failure.message
     assert isinstance(actions[0], InvokeAttempt) and actions[0].attempt == 2
 
 
@@ -242,3 +243,27 @@ def test_a_repeated_idempotent_call_gets_the_stored_result_and_its_expiry(sm: Ha
     assert isinstance(answer, SendResult)
     assert answer.result.result == Success(value=b"1")
     assert answer.result.idempotency_expires_at_ms == 2000 + 24 * 3600 * 1000
+
+
+def test_sleep_stores_a_timer_and_its_firing_resumes_the_invocation(sm: Harness) -> None:
+    from processor.state_machine import ScheduleTimer
+    from schemas.records import Command, Timer, TimerFired
+
+    sm.apply(invoke())
+    actions = sm.apply(attempt(2000, 1, [sleep(1)], Suspended(waiting_completions=[1], waiting_signals=[1])))
+    timer = Timer(invocation_id=INV, completion_id=1, wake_up_at_ms=5000)
+    assert actions == [ScheduleTimer(timer)]
+    assert sm.store.timers == {(INV, 1): timer}
+    assert sm.store.status(INV).phase == InvocationPhase.SUSPENDED  # type: ignore[union-attr]
+    fired = Command(
+        timestamp_ms=5001, body=TimerFired(invocation_id=INV, completion_id=1, wake_up_at_ms=5000)
+    )
+    assert sm.apply(fired) == [InvokeAttempt(INV, attempt=2)]
+    assert sm.store.timers == {}
+    assert journal_types(sm)[-1] == MessageType.SLEEP_COMPLETION_NOTIFICATION
+    before = len(sm.writes)
+    assert sm.apply(fired) == [] and len(sm.writes) == before  # fired twice: once counts
+    restored = PartitionStore(0)
+    for key, value in sm.writes:
+        restored.restore(key, value)
+    assert restored.timers == {}
