@@ -20,7 +20,7 @@ from ingress_gateway.results import ResultsListener
 from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type_of
 from kinvoke.kafka import producer_config
 from kinvoke.metadata import MetadataView
-from schemas.ids import InvocationId, partition_key_of
+from schemas.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_of
 from schemas.partitioner import routing_key
 from schemas.records import (
     Command,
@@ -33,6 +33,8 @@ from schemas.records import (
     InvokedBy,
     InvokedByKind,
     ServiceType,
+    Signal,
+    Success,
 )
 from schemas.settings import Settings
 from schemas.topics import Topics
@@ -88,6 +90,7 @@ class Ingress:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[cors_middleware])
         app.router.add_get("/restate/health", self.health)
+        app.router.add_route("*", "/restate/awakeables/{id}/{action}", self.complete_awakeable)
         app.router.add_route("OPTIONS", "/{tail:.*}", self.preflight)
         app.router.add_route("*", "/{tail:.*}", self.invoke)
         app.on_startup.append(lambda _app: self.start())
@@ -97,6 +100,31 @@ class Ingress:
     async def health(self, request: web.Request) -> web.Response:
         names = sorted(self.metadata.registry().services)
         return web.json_response({"services": names}, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+
+    async def complete_awakeable(self, request: web.Request) -> web.Response:
+        """`POST /restate/awakeables/{id}/resolve` (body = the value) or `/reject` (body = reason)."""
+        action = request.match_info["action"]
+        if action not in ("resolve", "reject"):
+            return error_response(404, f"bad path: {request.path}")
+        if request.method != "POST":
+            return error_response(405, "only POST is allowed here")
+        try:
+            target, signal_id = parse_awakeable_id(request.match_info["id"])
+        except InvalidId as e:
+            return error_response(400, f"invalid awakeable id: {e}")
+        body = await request.read()
+        result: Success | Failure = (
+            Success(value=body)
+            if action == "resolve"
+            else Failure(code=500, message=body.decode(errors="replace"))
+        )
+        signal = Signal(invocation_id=str(target), signal_id=signal_id, result=result)
+        try:
+            await self._produce(target, Command(timestamp_ms=int(time.time() * 1000), body=signal))
+        except Exception as e:
+            log.exception("ingress.produce_failed")
+            return error_response(503, f"cannot append the completion to the log: {e}")
+        return web.Response(status=202)
 
     async def preflight(self, request: web.Request) -> web.Response:
         headers = {

@@ -192,6 +192,14 @@ class TimerFired(AvroModel):
     wake_up_at_ms: int
 
 
+class Signal(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Signal"
+    invocation_id: str
+    signal_id: int | None = None
+    signal_name: str | None = None
+    result: Success | Failure | None = None
+
+
 class AttemptEnded(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.AttemptEnded"
     invocation_id: str
@@ -213,7 +221,7 @@ class Barrier(AvroModel):
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
-    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired
+    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired | Signal
 
 
 class InvocationStatus(AvroModel):

@@ -46,6 +46,13 @@ async def nap(ctx: restate.Context, millis: int) -> str:
     return f"rested {millis}ms"
 
 
+@greeter.handler()
+async def approval(ctx: restate.Context, name: str) -> str:
+    """Waits for an external decision: an awakeable resolved through the ingress."""
+    _, decision = ctx.awakeable(type_hint=str)
+    return f"{name}: {await decision}"
+
+
 failing = restate.Service("Failing")
 
 

@@ -18,9 +18,16 @@ from processor.state_machine.actions import (
     SendResult,
 )
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import attempt_ended, call_completed, invoke, recover, timer_fired
+from processor.state_machine.lifecycle import (
+    attempt_ended,
+    call_completed,
+    invoke,
+    recover,
+    signal,
+    timer_fired,
+)
 from processor.storage import PartitionStore, Transaction
-from schemas.records import AttemptEnded, CallCompleted, Command, Invoke, TimerFired
+from schemas.records import AttemptEnded, CallCompleted, Command, Invoke, Signal, TimerFired
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
         call_completed.apply(ctx, body)
     elif isinstance(body, TimerFired):
         timer_fired.apply(ctx, body)
+    elif isinstance(body, Signal):
+        signal.apply(ctx, body)
     # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 

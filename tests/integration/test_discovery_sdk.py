@@ -23,7 +23,7 @@ async def test_discovery_over_h2c_and_http11() -> None:
     names = {s["name"]: s for s in h2.manifest["services"]}
     assert set(names) == {"Greeter", "Failing", "Counter", "Caller"}
     assert names["Counter"]["ty"] == "VIRTUAL_OBJECT"
-    assert {h["name"] for h in names["Greeter"]["handlers"]} == {"greet", "steps", "slow", "nap"}
+    assert {h["name"] for h in names["Greeter"]["handlers"]} == {"greet", "steps", "slow", "nap", "approval"}
 
 
 async def test_nothing_listening_is_meta0003() -> None:

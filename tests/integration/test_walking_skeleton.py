@@ -16,7 +16,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from kinvoke.kafka import create_topics, producer_config, read_to_end
 from kinvoke.replay import replay_partition, verify
 from processor.storage import PartitionStore
-from schemas.ids import InvocationId
+from schemas.ids import InvocationId, awakeable_id
 from schemas.partitioner import partition_of, routing_key
 from schemas.records import (
     Command,
@@ -184,6 +184,19 @@ def test_register_call_kill_restart(
         assert _call(client, f"{ingress}/Caller/add_twice", "k3").json() == 2
         failed_call = _call(client, f"{ingress}/Caller/call_failing", "no luck")
         assert failed_call.status_code == 418 and failed_call.json()["message"] == "no luck"
+
+        # Awakeables: the handler waits until someone resolves its awakeable through the ingress.
+        waiting = _call(client, f"{ingress}/Greeter/approval/send", "Ann").json()["invocationId"]
+        awakeable = awakeable_id(InvocationId.parse(waiting).to_bytes(), 17)  # the SDK's first awakeable
+        resolved = client.post(f"{ingress}/restate/awakeables/{awakeable}/resolve", content=b'"approved"')
+        assert resolved.status_code == 202
+        deadline = time.monotonic() + 20
+        while (approval := _status(settings, waiting)).phase != InvocationPhase.COMPLETED:
+            assert time.monotonic() < deadline, approval
+            time.sleep(0.1)
+        assert approval.result == Success(value=b'"Ann: approved"')
+        bad = client.post(f"{ingress}/restate/awakeables/sign_1nope/resolve", content=b"1")
+        assert bad.status_code == 400 and bad.json()["source"] == "ingress"
 
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from processor.state_machine.context import StepContext
-from processor.state_machine.entries import call, output, propose_run_completion, run, sleep, state
+from processor.state_machine.entries import call, output, propose_run_completion, run, signal, sleep, state
 from processor.state_machine.entries.errors import EntryRejected
 from schemas.records import InvocationStatus
 from schemas.service_protocol import Frame, MessageType, ProtocolViolation, decode_message, is_command
@@ -21,6 +21,8 @@ _HANDLERS: dict[int, Handler] = {
     MessageType.RUN_COMMAND: run.apply,
     MessageType.PROPOSE_RUN_COMPLETION: propose_run_completion.apply,
     MessageType.SLEEP_COMMAND: sleep.apply,
+    MessageType.COMPLETE_AWAKEABLE_COMMAND: signal.complete_awakeable,
+    MessageType.SEND_SIGNAL_COMMAND: signal.send_signal,
     MessageType.CALL_COMMAND: call.call,
     MessageType.ONE_WAY_CALL_COMMAND: call.one_way_call,
     MessageType.SET_STATE_COMMAND: state.set_state,
