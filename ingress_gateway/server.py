@@ -25,6 +25,7 @@ from schemas.partitioner import routing_key
 from schemas.records import (
     Command,
     Failure,
+    HandlerType,
     Header,
     InvocationAccepted,
     InvocationResult,
@@ -166,8 +167,9 @@ class Ingress:
             idempotency_key=idempotency_key,
             invoked_by=InvokedBy(kind=InvokedByKind.INGRESS),
             reply_to_results=not path.send,
-            # Only the processor knows whether an idempotent send is new: wait for its word.
-            ack_to_results=path.send and idempotency_key is not None,
+            # Only the processor knows whether an idempotent (or workflow) send is new: wait for its word.
+            ack_to_results=path.send
+            and (idempotency_key is not None or target.handler_ty == HandlerType.WORKFLOW),
         )
         assert self.results is not None
         waiter: asyncio.Future[Any] | None = None
@@ -202,6 +204,8 @@ class Ingress:
 
     def _new_invocation_id(self, target: ResolvedTarget, idempotency_key: str | None) -> InvocationId:
         """Idempotent requests get the id their key determines, so a repeat finds the original."""
+        if target.handler_ty == HandlerType.WORKFLOW and target.key is not None:
+            return InvocationId.for_workflow(target.service, target.key)  # runs once per key
         if idempotency_key is not None:
             return InvocationId.for_idempotent_request(
                 target.service, target.key, target.handler, idempotency_key

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from schemas import changelog
-from schemas.records import InvocationStatus, JournalEntry, ObjectStatus, StateEntry, Timer
+from schemas.records import InvocationStatus, JournalEntry, ObjectStatus, Promise, StateEntry, Timer
 
 ObjectId = tuple[str, str]  # (service, key)
 
@@ -22,6 +22,7 @@ class PartitionStore:
     objects: dict[ObjectId, ObjectStatus] = field(default_factory=dict)
     state: dict[ObjectId, dict[bytes, bytes]] = field(default_factory=dict)
     timers: dict[tuple[str, int], Timer] = field(default_factory=dict)  # (invocation id, completion id)
+    promises: dict[tuple[str, str, str], Promise] = field(default_factory=dict)  # (service, key, name)
 
     def status(self, invocation_id: str) -> InvocationStatus | None:
         return self.statuses.get(invocation_id)
@@ -51,6 +52,12 @@ class PartitionStore:
                 self.timers.pop((k.invocation_id, k.index), None)
             else:
                 self.timers[(k.invocation_id, k.index)] = Timer.decode(value)
+        elif k.kind == changelog.PROMISE:
+            ident = (k.service, k.key, k.state_key.decode())
+            if value is None:
+                self.promises.pop(ident, None)
+            else:
+                self.promises[ident] = Promise.decode(value)
         elif k.kind == changelog.OBJECT:
             if value is None:
                 self.objects.pop((k.service, k.key), None)
@@ -109,6 +116,12 @@ class Transaction:
         self.store.timers.pop((timer.invocation_id, timer.completion_id), None)
         self.writes.append(
             (changelog.timer_key(timer.wake_up_at_ms, timer.invocation_id, timer.completion_id), None)
+        )
+
+    def put_promise(self, promise: Promise) -> None:
+        self.store.promises[(promise.service, promise.key, promise.name)] = promise
+        self.writes.append(
+            (changelog.promise_key(promise.service, promise.key, promise.name), promise.encode())
         )
 
     def put_object(self, obj: ObjectStatus) -> None:

@@ -15,6 +15,7 @@ JOURNAL = "journal"
 OBJECT = "object"
 STATE = "state"
 TIMER = "timer"
+PROMISE = "promise"
 
 
 def status_key(invocation_id: str) -> str:
@@ -32,6 +33,10 @@ def object_key(service: str, key: str) -> str:
 
 def state_key(service: str, key: str, name: bytes) -> str:
     return f"{STATE}/{service}/{quote(key, safe='')}/{quote_from_bytes(name, safe='')}"
+
+
+def promise_key(service: str, key: str, name: str) -> str:
+    return f"{PROMISE}/{service}/{quote(key, safe='')}/{quote(name, safe='')}"
 
 
 def timer_key(wake_up_at_ms: int, invocation_id: str, completion_id: int) -> str:
@@ -59,6 +64,10 @@ def parse_key(key: str) -> ChangelogKey:
         return ChangelogKey(OBJECT, service=parts[1], key=unquote(parts[2]))
     if parts[0] == TIMER and len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
         return ChangelogKey(TIMER, invocation_id=parts[2], index=int(parts[3]))
+    if parts[0] == PROMISE and len(parts) == 4:
+        return ChangelogKey(
+            PROMISE, service=parts[1], key=unquote(parts[2]), state_key=unquote(parts[3]).encode()
+        )
     if parts[0] == STATE and len(parts) == 4:
         return ChangelogKey(
             STATE, service=parts[1], key=unquote(parts[2]), state_key=unquote_to_bytes(parts[3])

@@ -296,3 +296,18 @@ class Timer(AvroModel):
     invocation_id: str
     completion_id: int
     wake_up_at_ms: int
+
+
+class PromiseWaiter(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.PromiseWaiter"
+    invocation_id: str
+    completion_id: int
+
+
+class Promise(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.Promise"
+    service: str
+    key: str
+    name: str
+    result: Success | Failure | None = None
+    waiters: list[PromiseWaiter] = Field(default_factory=list)

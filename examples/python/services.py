@@ -82,6 +82,29 @@ async def get(ctx: restate.ObjectSharedContext) -> int:
     return (await ctx.get("count", type_hint=int)) or 0
 
 
+signup = restate.Workflow("Signup")
+
+
+@signup.main()
+async def run(ctx: restate.WorkflowContext, email: str) -> dict:
+    """Runs once per workflow key; waits on a durable promise that a shared handler completes."""
+    ctx.set("status", "awaiting-confirmation")
+    code = await ctx.promise("confirmation", type_hint=str).value()
+    ctx.set("status", "confirmed")
+    return {"email": email, "confirmed_with": code}
+
+
+@signup.handler()
+async def confirm(ctx: restate.WorkflowSharedContext, code: str) -> str:
+    await ctx.promise("confirmation", type_hint=str).resolve(code)
+    return "resolved"
+
+
+@signup.handler()
+async def status(ctx: restate.WorkflowSharedContext) -> str:
+    return (await ctx.get("status", type_hint=str)) or "unknown"
+
+
 caller = restate.Service("Caller")
 
 
@@ -112,4 +135,4 @@ async def call_failing(ctx: restate.Context, message: str) -> str:
     return await ctx.service_call(terminal, arg=message)
 
 
-app = restate.app(services=[greeter, failing, counter, caller])
+app = restate.app(services=[greeter, failing, counter, signup, caller])

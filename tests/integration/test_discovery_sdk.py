@@ -21,7 +21,7 @@ async def test_discovery_over_h2c_and_http11() -> None:
     assert (h2.min_protocol_version, h2.max_protocol_version) == (5, 7)
     assert h2.sdk_version and h2.sdk_version.startswith("restate-sdk-python/")
     names = {s["name"]: s for s in h2.manifest["services"]}
-    assert set(names) == {"Greeter", "Failing", "Counter", "Caller"}
+    assert set(names) == {"Greeter", "Failing", "Counter", "Signup", "Caller"}
     assert names["Counter"]["ty"] == "VIRTUAL_OBJECT"
     assert {h["name"] for h in names["Greeter"]["handlers"]} == {"greet", "steps", "slow", "nap", "approval"}
 

@@ -198,6 +198,32 @@ def test_register_call_kill_restart(
         bad = client.post(f"{ingress}/restate/awakeables/sign_1nope/resolve", content=b"1")
         assert bad.status_code == 400 and bad.json()["source"] == "ingress"
 
+        # A workflow runs once per key; its shared handlers read its state and complete its promise.
+        submitted = _call(client, f"{ingress}/Signup/wf-1/run/send", "a@example.com")
+        assert submitted.status_code == 202 and submitted.json()["status"] == "Accepted"
+        again_wf = _call(client, f"{ingress}/Signup/wf-1/run/send", "a@example.com").json()
+        assert again_wf == {"invocationId": submitted.json()["invocationId"], "status": "PreviouslyAccepted"}
+        deadline = time.monotonic() + 20
+        while (
+            wf_status := client.post(f"{ingress}/Signup/wf-1/status", timeout=30)
+        ).json() != "awaiting-confirmation":
+            assert time.monotonic() < deadline, wf_status.text
+            time.sleep(0.1)
+        assert _call(client, f"{ingress}/Signup/wf-1/confirm", "code-42").json() == "resolved"
+        wf_id = submitted.json()["invocationId"]
+        while (wf := _status(settings, wf_id)).phase != InvocationPhase.COMPLETED:
+            assert time.monotonic() < deadline, wf
+            time.sleep(0.1)
+        assert json.loads(wf.result.value) == {"email": "a@example.com", "confirmed_with": "code-42"}  # type: ignore[union-attr]
+        rerun = _call(client, f"{ingress}/Signup/wf-1/run", "b@example.com")
+        assert rerun.status_code == 409
+        assert rerun.json() == {
+            "code": 409,
+            "message": "the workflow method was already invoked",
+            "source": "invocation",
+        }
+        assert client.post(f"{ingress}/Signup/wf-1/status", timeout=30).json() == "confirmed"
+
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202
         assert sent.json()["status"] == "Accepted"

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from processor.state_machine.context import StepContext
-from processor.state_machine.entries import call, output, propose_run_completion, run, signal, sleep, state
+from processor.state_machine.entries import (
+    call,
+    output,
+    promise,
+    propose_run_completion,
+    run,
+    signal,
+    sleep,
+    state,
+)
 from processor.state_machine.entries.errors import EntryRejected
 from schemas.records import InvocationStatus
 from schemas.service_protocol import Frame, MessageType, ProtocolViolation, decode_message, is_command
@@ -21,6 +30,9 @@ _HANDLERS: dict[int, Handler] = {
     MessageType.RUN_COMMAND: run.apply,
     MessageType.PROPOSE_RUN_COMPLETION: propose_run_completion.apply,
     MessageType.SLEEP_COMMAND: sleep.apply,
+    MessageType.GET_PROMISE_COMMAND: promise.get_promise,
+    MessageType.PEEK_PROMISE_COMMAND: promise.peek_promise,
+    MessageType.COMPLETE_PROMISE_COMMAND: promise.complete_promise,
     MessageType.COMPLETE_AWAKEABLE_COMMAND: signal.complete_awakeable,
     MessageType.SEND_SIGNAL_COMMAND: signal.send_signal,
     MessageType.CALL_COMMAND: call.call,

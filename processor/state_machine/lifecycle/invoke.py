@@ -5,11 +5,20 @@ from __future__ import annotations
 from processor.state_machine import journal
 from processor.state_machine.actions import InvokeAttempt, SendAccepted, SendResult
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import object_lock
-from schemas.records import InvocationAccepted, InvocationPhase, InvocationResult, InvocationStatus, Invoke
+from processor.state_machine.lifecycle import call_completed, object_lock
+from schemas.records import (
+    Failure,
+    HandlerType,
+    InvocationAccepted,
+    InvocationPhase,
+    InvocationResult,
+    InvocationStatus,
+    Invoke,
+)
 
 # Restate's default idempotency retention. Results are kept (not yet cleaned up) beyond it.
 IDEMPOTENCY_RETENTION_MS = 24 * 3600 * 1000
+WORKFLOW_ALREADY_INVOKED = Failure(code=409, message="the workflow method was already invoked")
 
 
 def apply(ctx: StepContext, cmd: Invoke) -> None:
@@ -50,16 +59,26 @@ def _duplicate(ctx: StepContext, status: InvocationStatus, cmd: Invoke) -> None:
         ctx.emit(
             SendAccepted(InvocationAccepted(invocation_id=status.invocation_id, previously_accepted=True))
         )
+    done = status.phase == InvocationPhase.COMPLETED and status.result is not None
+    # A workflow's run handler runs once per key: asking again after it finished is a conflict.
+    workflow_done = done and status.target.handler_ty == HandlerType.WORKFLOW
+    stored = WORKFLOW_ALREADY_INVOKED if workflow_done else status.result
+    if cmd.caller is not None:
+        if done and stored is not None:
+            ctx.emit(call_completed.completion_for(cmd.caller, status.invocation_id, stored, ctx.now_ms))
+        elif cmd.caller not in status.callers:
+            status.callers.append(cmd.caller)
+            ctx.txn.put_status(status)
     if not cmd.reply_to_results:
         return
-    if status.phase == InvocationPhase.COMPLETED and status.result is not None:
+    if done and stored is not None:
         completed_at = status.completed_at_ms or ctx.now_ms
         expires = completed_at + IDEMPOTENCY_RETENTION_MS if status.idempotency_key is not None else None
         ctx.emit(
             SendResult(
                 InvocationResult(
                     invocation_id=status.invocation_id,
-                    result=status.result,
+                    result=stored,
                     completed_at_ms=completed_at,
                     idempotency_expires_at_ms=expires,
                 )

@@ -88,10 +88,10 @@ def sleep(completion_id: int) -> bytes:
     )
 
 
-def get_promise(completion_id: int) -> bytes:
+def attach_invocation(completion_id: int) -> bytes:
     return encode_message(
-        MessageType.GET_PROMISE_COMMAND,
-        pb.GetPromiseCommandMessage(key="p", result_completion_id=completion_id),
+        MessageType.ATTACH_INVOCATION_COMMAND,
+        pb.AttachInvocationCommandMessage(invocation_id=INV, result_completion_id=completion_id),
     )
 
 

@@ -13,8 +13,8 @@ from schemas.service_protocol import Frame, MessageType, decode_message
 from tests.unit.state_machine.conftest import (
     INV,
     Harness,
+    attach_invocation,
     attempt,
-    get_promise,
     invoke,
     output,
     output_failure,
@@ -167,11 +167,11 @@ def test_duplicate_invoke_returns_the_stored_result_without_running_again(sm: Ha
 
 def test_unsupported_command_fails_the_attempt_with_a_readable_message(sm: Harness) -> None:
     sm.apply(invoke())
-    actions = sm.apply(attempt(2000, 1, [get_promise(1)], Suspended(waiting_completions=[1])))
+    actions = sm.apply(attempt(2000, 1, [attach_invocation(1)], Suspended(waiting_completions=[1])))
     status = sm.store.status(INV)
     assert status is not None and status.last_failure is not None
     assert status.last_failure.code == 573
-    assert "GET_PROMISE_COMMAND" in status.last_failure.message
+    assert "ATTACH_INVOCATION_COMMAND" in status.last_failure.message
     assert isinstance(actions[0], InvokeAttempt) and actions[0].attempt == 2
 
 
