@@ -16,17 +16,24 @@ from confluent_kafka import Consumer, TopicPartition
 
 from kinvoke.kafka import client_config, poll_batch
 from schemas import codec
-from schemas.records import InvocationAccepted, InvocationResult
+from schemas.records import InvocationAccepted, InvocationResult, OutputNotReady
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 
 
-def _decode(data: bytes) -> InvocationResult | InvocationAccepted:
-    if codec.schema_name_of(data) == InvocationAccepted.avro_name:
-        return InvocationAccepted.decode(data)
-    return InvocationResult.decode(data)
+Answer = InvocationResult | InvocationAccepted | OutputNotReady
+_ANSWERS: dict[str, type[Answer]] = {
+    t.avro_name: t for t in (InvocationResult, InvocationAccepted, OutputNotReady)
+}
+
+
+def _decode(data: bytes) -> Answer:
+    name = codec.schema_name_of(data)
+    if name not in _ANSWERS:
+        raise codec.DecodeError(f"{name} is not a record of the results topic")
+    return _ANSWERS[name].decode(data)
 
 
 class ResultsListener:
@@ -35,7 +42,7 @@ class ResultsListener:
         self._loop = loop
         self._topic = Topics(settings.topic_prefix).results
         self._waiters: dict[str, list[asyncio.Future[InvocationResult]]] = defaultdict(list)
-        self._ack_waiters: dict[str, list[asyncio.Future[InvocationAccepted]]] = defaultdict(list)
+        self._ack_waiters: dict[str, list[asyncio.Future[Any]]] = defaultdict(list)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -56,8 +63,9 @@ class ResultsListener:
             self._waiters[invocation_id].append(fut)
         return fut
 
-    def register_ack(self, invocation_id: str) -> asyncio.Future[InvocationAccepted]:
-        fut: asyncio.Future[InvocationAccepted] = self._loop.create_future()
+    def register_ack(self, invocation_id: str) -> asyncio.Future[Any]:
+        """A waiter for the answers that are not results (InvocationAccepted, OutputNotReady)."""
+        fut: asyncio.Future[Any] = self._loop.create_future()
         with self._lock:
             self._ack_waiters[invocation_id].append(fut)
         return fut
@@ -71,7 +79,7 @@ class ResultsListener:
                     if not waiters:
                         del table[invocation_id]
 
-    def _deliver(self, record: InvocationResult | InvocationAccepted) -> None:
+    def _deliver(self, record: Answer) -> None:
         table: dict[str, list[asyncio.Future[Any]]] = (
             self._waiters if isinstance(record, InvocationResult) else self._ack_waiters  # type: ignore[assignment]
         )

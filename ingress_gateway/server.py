@@ -10,6 +10,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import structlog
 from aiohttp import web
@@ -25,6 +26,7 @@ from schemas.partitioner import routing_key
 from schemas.records import (
     Command,
     Failure,
+    GetOutput,
     HandlerType,
     Header,
     InvocationAccepted,
@@ -33,6 +35,7 @@ from schemas.records import (
     Invoke,
     InvokedBy,
     InvokedByKind,
+    OutputNotReady,
     ServiceType,
     Signal,
     Success,
@@ -92,6 +95,8 @@ class Ingress:
         app = web.Application(middlewares=[cors_middleware])
         app.router.add_get("/restate/health", self.health)
         app.router.add_route("*", "/restate/awakeables/{id}/{action}", self.complete_awakeable)
+        app.router.add_route("*", "/restate/invocation/{tail:.+}", self.get_output)
+        app.router.add_route("*", "/restate/workflow/{tail:.+}", self.get_output)
         app.router.add_route("OPTIONS", "/{tail:.*}", self.preflight)
         app.router.add_route("*", "/{tail:.*}", self.invoke)
         app.on_startup.append(lambda _app: self.start())
@@ -126,6 +131,68 @@ class Ingress:
             log.exception("ingress.produce_failed")
             return error_response(503, f"cannot append the completion to the log: {e}")
         return web.Response(status=202)
+
+    async def get_output(self, request: web.Request) -> web.Response:
+        """`/restate/invocation/{id}/attach|output`, `/restate/invocation/{svc}/[{key}/]{handler}/
+        {idempotency key}/attach|output`, `/restate/workflow/{name}/{key}/attach|output`."""
+        segments = [unquote(p) for p in request.raw_path.split("?", 1)[0].split("/") if p][1:]
+        kind, rest = segments[0], segments[1:]
+        if not rest or rest[-1] not in ("attach", "output"):
+            return error_response(400, f"bad path: {request.path}")
+        if request.method != "GET":
+            return error_response(405, "method not allowed")
+        wait, rest = rest[-1] == "attach", rest[:-1]
+        content_type: str | None = "application/json"
+        by_id = kind == "invocation" and len(rest) == 1
+        try:
+            if by_id:
+                invocation_id = InvocationId.parse(rest[0])
+            elif kind == "workflow" and len(rest) == 2:
+                invocation_id = InvocationId.for_workflow(rest[0], rest[1])
+                content_type = self._output_content_type(rest[0], None)
+            elif kind == "invocation" and len(rest) in (3, 4):
+                service, key = rest[0], (rest[1] if len(rest) == 4 else None)
+                handler, idempotency_key = rest[-2], rest[-1]
+                invocation_id = InvocationId.for_idempotent_request(service, key, handler, idempotency_key)
+                content_type = self._output_content_type(service, handler)
+            else:
+                return error_response(400, f"bad path: {request.path}")
+        except InvalidId as e:
+            return error_response(400, str(e))
+        inv = str(invocation_id)
+        assert self.results is not None
+        result_waiter = self.results.register(inv)
+        other_waiter = self.results.register_ack(inv)
+        try:
+            lookup = Command(
+                timestamp_ms=int(time.time() * 1000), body=GetOutput(invocation_id=inv, wait=wait)
+            )
+            await self._produce(invocation_id, lookup)
+            done, _ = await asyncio.wait({result_waiter, other_waiter}, return_when=asyncio.FIRST_COMPLETED)
+        except Exception as e:
+            log.exception("ingress.produce_failed")
+            return error_response(503, f"cannot append the request to the log: {e}")
+        finally:
+            self.results.unregister(inv, result_waiter)
+            self.results.unregister(inv, other_waiter)
+        answer = done.pop().result()
+        if isinstance(answer, OutputNotReady):
+            return error_response(470, "the invocation exists but has not completed yet")
+        outcome = answer.result
+        if (
+            not by_id
+            and isinstance(outcome, Failure)
+            and (outcome.code, outcome.message) == (404, "not found")
+        ):
+            return error_response(404, "invocation not found")
+        return self._result_response(answer, content_type)
+
+    def _output_content_type(self, service: str, handler: str | None) -> str | None:
+        svc = self.metadata.registry().service(service)
+        if svc is None:
+            return "application/json"
+        h = svc.handler(handler) if handler else next((x for x in svc.handlers if x.ty == "Workflow"), None)
+        return h.output_content_type if h is not None else "application/json"
 
     async def preflight(self, request: web.Request) -> web.Response:
         headers = {
@@ -190,7 +257,7 @@ class Ingress:
             if waiter is not None:
                 self.results.unregister(inv, waiter)
         if isinstance(answer, InvocationResult):
-            return self._result_response(target, answer)
+            return self._result_response(answer, target.output_content_type, target.set_content_type_if_empty)
         previously = isinstance(answer, InvocationAccepted) and answer.previously_accepted
         return web.Response(
             status=202,
@@ -231,7 +298,9 @@ class Ingress:
         )
         await done
 
-    def _result_response(self, target: ResolvedTarget, result: InvocationResult) -> web.Response:
+    def _result_response(
+        self, result: InvocationResult, content_type: str | None, set_content_type_if_empty: bool = False
+    ) -> web.Response:
         headers = {"x-restate-id": result.invocation_id}
         if result.idempotency_expires_at_ms is not None:
             headers["idempotency-expires"] = _rfc3339_ms(result.idempotency_expires_at_ms)
@@ -242,8 +311,7 @@ class Ingress:
             resp = error_response(status, outcome.message, source="invocation", **extra)
             resp.headers.update(headers)
             return resp
-        content_type = target.output_content_type
-        if (outcome.value or target.set_content_type_if_empty) and content_type:
+        if (outcome.value or set_content_type_if_empty) and content_type:
             headers["content-type"] = content_type
         return web.Response(status=200, body=outcome.value, headers=headers)
 

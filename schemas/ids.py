@@ -84,18 +84,14 @@ class InvocationId:
 
     @classmethod
     def parse(cls, s: str) -> Self:
-        if not s.startswith(cls.PREFIX):
-            raise InvalidId(f"bad invocation id '{s}': expected prefix '{cls.PREFIX}'")
-        body = s[len(cls.PREFIX) :]
-        if not body.startswith("1"):
-            raise InvalidId(f"bad invocation id '{s}': unknown id version")
-        body = body[1:]
-        if len(body) != U64_CHARS + U128_CHARS:
-            raise InvalidId(f"bad invocation id '{s}': bad length")
+        """Restate's wording: `bad invocation id '…': bad format` / `…: base62 decode error`."""
+        body = s[len(cls.PREFIX) + 1 :]
+        if not s.startswith(cls.PREFIX + "1") or len(body) != U64_CHARS + U128_CHARS:
+            raise InvalidId(f"bad invocation id '{s}': bad format")
         try:
             return cls(_decode(body[:U64_CHARS], 8), _decode(body[U64_CHARS:], 16))
-        except InvalidId as e:
-            raise InvalidId(f"bad invocation id '{s}': {e}") from None
+        except InvalidId:
+            raise InvalidId(f"bad invocation id '{s}': base62 decode error") from None
 
     @property
     def timestamp_ms(self) -> int:

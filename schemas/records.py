@@ -200,6 +200,12 @@ class Signal(AvroModel):
     result: Success | Failure | None = None
 
 
+class GetOutput(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.GetOutput"
+    invocation_id: str
+    wait: bool
+
+
 class AttemptEnded(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.AttemptEnded"
     invocation_id: str
@@ -221,7 +227,7 @@ class Barrier(AvroModel):
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
-    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired | Signal
+    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired | Signal | GetOutput
 
 
 class InvocationStatus(AvroModel):
@@ -267,6 +273,11 @@ class InvocationResult(AvroModel):
     result: Success | Failure
     completed_at_ms: int
     idempotency_expires_at_ms: int | None = None
+
+
+class OutputNotReady(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.OutputNotReady"
+    invocation_id: str
 
 
 class InvocationAccepted(AvroModel):

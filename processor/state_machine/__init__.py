@@ -21,13 +21,14 @@ from processor.state_machine.context import StepContext
 from processor.state_machine.lifecycle import (
     attempt_ended,
     call_completed,
+    get_output,
     invoke,
     recover,
     signal,
     timer_fired,
 )
 from processor.storage import PartitionStore, Transaction
-from schemas.records import AttemptEnded, CallCompleted, Command, Invoke, Signal, TimerFired
+from schemas.records import AttemptEnded, CallCompleted, Command, GetOutput, Invoke, Signal, TimerFired
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
         timer_fired.apply(ctx, body)
     elif isinstance(body, Signal):
         signal.apply(ctx, body)
+    elif isinstance(body, GetOutput):
+        get_output.apply(ctx, body)
     # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 

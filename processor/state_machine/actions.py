@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.records import Command, InvocationAccepted, InvocationResult, Timer
+from schemas.records import Command, InvocationAccepted, InvocationResult, OutputNotReady, Timer
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,10 @@ class SendResult:
 
 @dataclass(frozen=True)
 class SendAccepted:
-    """Tell a waiting idempotent send whether its Invoke was new (on `results`, same transaction)."""
+    """Answer a waiting ingress request that is not a result (on `results`, same transaction):
+    whether an idempotent send was new, or that an output is not ready yet."""
 
-    accepted: InvocationAccepted
+    accepted: InvocationAccepted | OutputNotReady
 
 
 @dataclass(frozen=True)

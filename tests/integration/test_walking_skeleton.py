@@ -227,6 +227,36 @@ def test_register_call_kill_restart(
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202
         assert sent.json()["status"] == "Accepted"
+        # Attach / output by invocation id, idempotency key and workflow key.
+        bob = sent.json()["invocationId"]
+        attached = client.get(f"{ingress}/restate/invocation/{bob}/attach", timeout=30)
+        assert attached.status_code == 200 and attached.json() == "Hello Bob"
+        output = client.get(f"{ingress}/restate/invocation/{bob}/output", timeout=30)
+        assert output.json() == "Hello Bob" and output.headers["x-restate-id"] == bob
+        assert output.headers["idempotency-expires"].endswith("+00:00")
+        unknown = client.get(f"{ingress}/restate/invocation/{bob[:-3]}AAA/output", timeout=30)
+        assert unknown.status_code == 404
+        assert unknown.json() == {"code": 404, "message": "not found", "source": "invocation"}
+        malformed = client.get(f"{ingress}/restate/invocation/not-an-id/attach", timeout=30)
+        assert malformed.status_code == 400
+        assert malformed.json()["message"] == "bad invocation id 'not-an-id': bad format"
+        by_key = client.get(f"{ingress}/restate/invocation/Counter/idem/add/idem-1/output", timeout=30)
+        assert by_key.status_code == 200 and by_key.json() == 1
+        no_wf = client.get(f"{ingress}/restate/workflow/Signup/never/output", timeout=30)
+        assert no_wf.status_code == 404
+        assert no_wf.json() == {"code": 404, "message": "invocation not found", "source": "ingress"}
+        wf_out = client.get(f"{ingress}/restate/workflow/Signup/wf-1/attach", timeout=30)
+        assert wf_out.json() == {"email": "a@example.com", "confirmed_with": "code-42"}
+        assert client.post(f"{ingress}/restate/workflow/Signup/wf-1/attach", timeout=30).status_code == 405
+        pending_wf = _call(client, f"{ingress}/Signup/wf-2/run/send", "c@example.com").json()["invocationId"]
+        deadline = time.monotonic() + 20
+        while (
+            not_ready := client.get(f"{ingress}/restate/invocation/{pending_wf}/output", timeout=30)
+        ).status_code == 404:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert not_ready.status_code == 470
+        assert not_ready.json()["message"] == "the invocation exists but has not completed yet"
 
         missing = _call(client, f"{ingress}/NoSuchService/greet", "x")
         assert missing.status_code == 404

@@ -267,3 +267,22 @@ def test_sleep_stores_a_timer_and_its_firing_resumes_the_invocation(sm: Harness)
     for key, value in sm.writes:
         restored.restore(key, value)
     assert restored.timers == {}
+
+
+def test_get_output_answers_unknown_not_ready_done_and_attaches(sm: Harness) -> None:
+    from processor.state_machine import SendAccepted
+    from schemas.records import Command, GetOutput, OutputNotReady
+
+    def ask(wait: bool, ts: int = 1500) -> list:
+        return sm.apply(Command(timestamp_ms=ts, body=GetOutput(invocation_id=INV, wait=wait)))
+
+    [unknown] = ask(wait=False)
+    assert isinstance(unknown, SendResult) and unknown.result.result == Failure(code=404, message="not found")
+    assert sm.store.status(INV) is None  # asking creates nothing
+    sm.apply(invoke(reply=False))
+    assert ask(wait=False) == [SendAccepted(OutputNotReady(invocation_id=INV))]
+    assert ask(wait=True) == [] and sm.store.status(INV).reply_to_results  # type: ignore[union-attr]
+    [answer] = sm.apply(attempt(2000, 1, [output(b"1")], Ended()))
+    assert isinstance(answer, SendResult) and answer.result.result == Success(value=b"1")
+    [later] = ask(wait=False, ts=5000)
+    assert isinstance(later, SendResult) and later.result.idempotency_expires_at_ms == 2000 + 24 * 3600 * 1000
