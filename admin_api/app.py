@@ -12,7 +12,8 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from admin_api import discovery
+from admin_api import discovery, invocations
+from admin_api.invocations import InvocationControl
 from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
 from admin_api.store import RegistryStore
 from schemas.ids import DeploymentId
@@ -24,6 +25,7 @@ log = structlog.get_logger(__name__)
 SERVER_VERSION = "1.7.12"
 API_VERSIONS = (2, 3, 4)
 STORE_KEY = web.AppKey("store", object)
+CONTROL_KEY = web.AppKey("control", object)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
@@ -180,6 +182,25 @@ async def get_handler(request: web.Request) -> web.Response:
     return _json(handler_json(handler))
 
 
+def _control(request: web.Request) -> InvocationControl:
+    control = request.app.get(CONTROL_KEY)
+    if control is None:
+        raise RegistryError(503, "invocation management is not available on this admin server")
+    return control  # type: ignore[return-value]
+
+
+async def patch_invocation(request: web.Request) -> web.Response:
+    op = invocations.mode_of(request.match_info["operation"])
+    return await invocations.run_operation(_control(request), request.match_info["invocation"], op)
+
+
+async def delete_invocation(request: web.Request) -> web.Response:
+    """Deprecated form: `DELETE /invocations/{id}?mode=Cancel|Kill|Purge` (default Cancel)."""
+    op = invocations.mode_of(request.query.get("mode", "Cancel"))
+    response = await invocations.run_operation(_control(request), request.match_info["invocation"], op)
+    return web.Response(status=202) if response.status < 300 else response
+
+
 async def not_found(request: web.Request) -> web.Response:
     return _error(404, f"no route for {request.method} {request.path}")
 
@@ -195,12 +216,18 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/services/{{service}}", get_service),
         web.get(f"{prefix}/services/{{service}}/handlers", list_handlers),
         web.get(f"{prefix}/services/{{service}}/handlers/{{handler}}", get_handler),
+        web.patch(f"{prefix}/invocations/{{invocation}}/{{operation}}", patch_invocation),
+        web.delete(f"{prefix}/invocations/{{invocation}}", delete_invocation),
     ]
 
 
-def create_admin_app(store: RegistryStore, settings: Settings) -> web.Application:
+def create_admin_app(
+    store: RegistryStore, settings: Settings, control: InvocationControl | None = None
+) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[STORE_KEY] = store
+    if control is not None:
+        app[CONTROL_KEY] = control
     app[SETTINGS_KEY] = settings
     app.add_routes(_routes(""))
     for v in API_VERSIONS:

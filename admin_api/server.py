@@ -1,4 +1,5 @@
-"""Runs the admin API on the Kafka-backed registry (the `metadata` topic)."""
+"""Runs the admin API on the Kafka-backed registry (the `metadata` topic), with invocation
+management going through `commands`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import structlog
 from aiohttp import web
 
 from admin_api.app import create_admin_app
+from admin_api.invocations import KafkaInvocationControl
+from kinvoke.commands import CommandClient
 from kinvoke.metadata import MetadataView
 from schemas.settings import Settings
 
@@ -14,10 +17,12 @@ log = structlog.get_logger(__name__)
 
 def run_admin(settings: Settings) -> None:
     store = MetadataView(settings).start()
+    commands = CommandClient(settings)
+    app = create_admin_app(store, settings, KafkaInvocationControl(commands))
+    app.on_startup.append(lambda _app: commands.start())
+    app.on_cleanup.append(lambda _app: commands.stop())
     log.info("admin.listening", host=settings.admin_host, port=settings.admin_port)
     try:
-        web.run_app(
-            create_admin_app(store, settings), host=settings.admin_host, port=settings.admin_port, print=None
-        )
+        web.run_app(app, host=settings.admin_host, port=settings.admin_port, print=None)
     finally:
         store.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -14,15 +13,13 @@ from urllib.parse import unquote
 
 import structlog
 from aiohttp import web
-from confluent_kafka import Producer
 
 from ingress_gateway.paths import IngressError, parse_invocation_path
-from ingress_gateway.results import ResultsListener
 from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type_of
-from kinvoke.kafka import producer_config
+from kinvoke.commands import CommandClient
 from kinvoke.metadata import MetadataView
+from kinvoke.results import ResultsListener
 from schemas.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_of
-from schemas.partitioner import routing_key
 from schemas.records import (
     Command,
     Failure,
@@ -41,7 +38,6 @@ from schemas.records import (
     Success,
 )
 from schemas.settings import Settings
-from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 
@@ -66,30 +62,18 @@ def error_response(status: int, message: str, source: str = "ingress", **extra: 
 class Ingress:
     def __init__(self, settings: Settings, metadata: MetadataView) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topic_prefix)
         self.metadata = metadata
-        self.producer = Producer(producer_config(settings))
-        self.results: ResultsListener | None = None
-        self._stop_polling = threading.Event()
-        # Delivery reports are served by a thread blocked in poll(), so an awaiting request
-        # hears of its record's delivery at once rather than at the next tick of a timer.
-        self._poller = threading.Thread(target=self._poll_producer, name="ingress-producer", daemon=True)
+        self.commands = CommandClient(settings)
+
+    @property
+    def results(self) -> ResultsListener | None:
+        return self.commands.results
 
     async def start(self) -> None:
-        self.results = ResultsListener(self.settings, asyncio.get_running_loop())
-        await asyncio.to_thread(self.results.start)
-        self._poller.start()
+        await self.commands.start()
 
     async def stop(self) -> None:
-        self._stop_polling.set()
-        await asyncio.to_thread(self._poller.join, 5.0)
-        await asyncio.to_thread(self.producer.flush, 5.0)
-        if self.results:
-            await asyncio.to_thread(self.results.stop)
-
-    def _poll_producer(self) -> None:
-        while not self._stop_polling.is_set():
-            self.producer.poll(0.1)
+        await self.commands.stop()
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[cors_middleware])
@@ -281,22 +265,7 @@ class Ingress:
         return InvocationId.generate(pk, int(time.time() * 1000), secrets.randbits(80))
 
     async def _produce(self, invocation_id: InvocationId, command: Command) -> None:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-
-        def on_delivery(err: Any, _msg: Any) -> None:
-            if err is not None:
-                loop.call_soon_threadsafe(done.set_exception, RuntimeError(str(err)))
-            else:
-                loop.call_soon_threadsafe(done.set_result, None)
-
-        self.producer.produce(
-            self.topics.commands,
-            key=routing_key(invocation_id.partition_key),
-            value=command.encode(),
-            on_delivery=on_delivery,
-        )
-        await done
+        await self.commands.send(invocation_id, command)
 
     def _result_response(
         self, result: InvocationResult, content_type: str | None, set_content_type_if_empty: bool = False

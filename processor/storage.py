@@ -100,6 +100,13 @@ class Transaction:
         self.store.statuses[status.invocation_id] = status
         self.writes.append((changelog.status_key(status.invocation_id), status.encode()))
 
+    def purge_invocation(self, invocation_id: str) -> None:
+        """Forget an invocation: tombstones for its status and every journal entry."""
+        self.store.statuses.pop(invocation_id, None)
+        self.writes.append((changelog.status_key(invocation_id), None))
+        for entry in self.store.journals.pop(invocation_id, []):
+            self.writes.append((changelog.journal_key(invocation_id, entry.index), None))
+
     def append_journal(self, entry: JournalEntry) -> None:
         entries = self.store.journals.setdefault(entry.invocation_id, [])
         if entry.index != len(entries):

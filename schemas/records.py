@@ -206,6 +206,18 @@ class GetOutput(AvroModel):
     wait: bool
 
 
+class ManageOperation(StrEnum):
+    CANCEL = "CANCEL"
+    KILL = "KILL"
+    PURGE = "PURGE"
+
+
+class ManageInvocation(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.ManageInvocation"
+    invocation_id: str
+    operation: ManageOperation
+
+
 class AttemptEnded(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.AttemptEnded"
     invocation_id: str
@@ -227,7 +239,7 @@ class Barrier(AvroModel):
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
-    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired | Signal | GetOutput
+    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired | Signal | GetOutput | ManageInvocation
 
 
 class InvocationStatus(AvroModel):
@@ -273,6 +285,20 @@ class InvocationResult(AvroModel):
     result: Success | Failure
     completed_at_ms: int
     idempotency_expires_at_ms: int | None = None
+
+
+class ManageOutcome(StrEnum):
+    DONE = "DONE"
+    ACCEPTED = "ACCEPTED"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_COMPLETED = "ALREADY_COMPLETED"
+    NOT_COMPLETED = "NOT_COMPLETED"
+
+
+class ManageAnswer(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.ManageAnswer"
+    invocation_id: str
+    outcome: ManageOutcome
 
 
 class OutputNotReady(AvroModel):

@@ -23,12 +23,22 @@ from processor.state_machine.lifecycle import (
     call_completed,
     get_output,
     invoke,
+    manage,
     recover,
     signal,
     timer_fired,
 )
 from processor.storage import PartitionStore, Transaction
-from schemas.records import AttemptEnded, CallCompleted, Command, GetOutput, Invoke, Signal, TimerFired
+from schemas.records import (
+    AttemptEnded,
+    CallCompleted,
+    Command,
+    GetOutput,
+    Invoke,
+    ManageInvocation,
+    Signal,
+    TimerFired,
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,8 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
         signal.apply(ctx, body)
     elif isinstance(body, GetOutput):
         get_output.apply(ctx, body)
+    elif isinstance(body, ManageInvocation):
+        manage.apply(ctx, body)
     # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 

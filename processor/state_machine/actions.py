@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.records import Command, InvocationAccepted, InvocationResult, OutputNotReady, Timer
+from schemas.records import Command, InvocationAccepted, InvocationResult, ManageAnswer, OutputNotReady, Timer
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class SendAccepted:
     """Answer a waiting ingress request that is not a result (on `results`, same transaction):
     whether an idempotent send was new, or that an output is not ready yet."""
 
-    accepted: InvocationAccepted | OutputNotReady
+    accepted: InvocationAccepted | OutputNotReady | ManageAnswer
 
 
 @dataclass(frozen=True)

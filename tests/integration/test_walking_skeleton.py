@@ -227,6 +227,24 @@ def test_register_call_kill_restart(
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202
         assert sent.json()["status"] == "Accepted"
+        # Cancel, kill and purge through the admin API.
+        napper = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]
+        to_kill = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]
+        time.sleep(0.5)  # both are suspended in their sleep now
+        assert client.patch(f"{admin}/invocations/{napper}/cancel").status_code == 202
+        cancelled = client.get(f"{ingress}/restate/invocation/{napper}/attach", timeout=30)
+        assert cancelled.status_code == 409
+        assert cancelled.json() == {"code": 409, "message": "cancelled", "source": "invocation"}
+        assert client.patch(f"{admin}/invocations/{napper}/cancel").status_code == 409
+        assert client.patch(f"{admin}/invocations/{to_kill}/purge").status_code == 409
+        assert client.patch(f"{admin}/invocations/{to_kill}/kill").status_code == 200
+        killed = client.get(f"{ingress}/restate/invocation/{to_kill}/output", timeout=30)
+        assert killed.json() == {"code": 409, "message": "killed", "source": "invocation"}
+        assert client.patch(f"{admin}/invocations/{to_kill}/purge").status_code == 200
+        assert client.get(f"{ingress}/restate/invocation/{to_kill}/output", timeout=30).status_code == 404
+        assert client.patch(f"{admin}/invocations/{to_kill}/purge").status_code == 404
+        assert client.patch(f"{admin}/invocations/bogus/cancel").status_code == 400
+
         # Attach / output by invocation id, idempotency key and workflow key.
         bob = sent.json()["invocationId"]
         attached = client.get(f"{ingress}/restate/invocation/{bob}/attach", timeout=30)

@@ -106,3 +106,60 @@ async def test_health_and_version(client: TestClient) -> None:
     assert (v["min_admin_api_version"], v["max_admin_api_version"]) == (2, 4)
     assert v["ingress_endpoint"] == "http://127.0.0.1:8080/"
     assert v["features"] == {}
+
+
+class FakeControl:
+    """Answers as a processor would, from a table: the admin's job is the HTTP mapping."""
+
+    def __init__(self, outcomes: dict[str, object]) -> None:
+        self.outcomes = outcomes
+        self.calls: list[tuple[str, object]] = []
+
+    async def manage(self, invocation_id, operation):  # type: ignore[no-untyped-def]
+        self.calls.append((str(invocation_id), operation))
+        return self.outcomes[str(invocation_id)]
+
+
+async def test_invocation_operations_map_to_restates_answers() -> None:
+    from schemas.ids import InvocationId
+    from schemas.records import ManageOperation, ManageOutcome
+
+    ids = [str(InvocationId.generate(n, 1_795_000_000_000, n)) for n in range(5)]
+    outcomes = dict(
+        zip(
+            ids,
+            [
+                ManageOutcome.ACCEPTED,
+                ManageOutcome.DONE,
+                ManageOutcome.NOT_FOUND,
+                ManageOutcome.ALREADY_COMPLETED,
+                ManageOutcome.NOT_COMPLETED,
+            ],
+            strict=True,
+        )
+    )
+    control = FakeControl(outcomes)
+    app = admin_app.create_admin_app(MemoryRegistryStore(), Settings(), control)
+    async with TestClient(TestServer(app)) as c:
+        assert (await c.patch(f"/invocations/{ids[0]}/cancel")).status == 202
+        assert (await c.patch(f"/v4/invocations/{ids[1]}/kill")).status == 200
+        missing = await c.patch(f"/invocations/{ids[2]}/purge")
+        assert missing.status == 404
+        assert await missing.json() == {
+            "message": f"The requested invocation '{ids[2]}' does not exist",
+            "restate_code": None,
+        }
+        done = await c.patch(f"/invocations/{ids[3]}/cancel")
+        assert done.status == 409
+        assert (await done.json())["message"] == f"The invocation '{ids[3]}' was already completed."
+        running = await c.patch(f"/invocations/{ids[4]}/purge")
+        assert (await running.json())["message"] == f"The invocation '{ids[4]}' is not yet completed."
+        assert (await c.delete(f"/invocations/{ids[1]}?mode=Kill")).status == 202
+        bad = await c.patch("/invocations/bogus/cancel")
+        assert bad.status == 400
+        assert await bad.json() == {
+            "message": "The request field 'invocation_id' is invalid. Reason: bad format",
+            "restate_code": None,
+        }
+    assert control.calls[0] == (ids[0], ManageOperation.CANCEL)
+    assert control.calls[-1] == (ids[1], ManageOperation.KILL)

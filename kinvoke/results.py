@@ -1,4 +1,5 @@
-"""Waiting for invocation results: one tail of the `results` topic per ingress process.
+"""Waiting for answers from the processors: one tail of the `results` topic per process
+(ingress, admin).
 
 The listener starts at the end of `results` before the ingress accepts requests, and a waiter
 registers before its Invoke is produced, so no result can slip past.
@@ -16,16 +17,16 @@ from confluent_kafka import Consumer, TopicPartition
 
 from kinvoke.kafka import client_config, poll_batch
 from schemas import codec
-from schemas.records import InvocationAccepted, InvocationResult, OutputNotReady
+from schemas.records import InvocationAccepted, InvocationResult, ManageAnswer, OutputNotReady
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 
 
-Answer = InvocationResult | InvocationAccepted | OutputNotReady
+Answer = InvocationResult | InvocationAccepted | OutputNotReady | ManageAnswer
 _ANSWERS: dict[str, type[Answer]] = {
-    t.avro_name: t for t in (InvocationResult, InvocationAccepted, OutputNotReady)
+    t.avro_name: t for t in (InvocationResult, InvocationAccepted, OutputNotReady, ManageAnswer)
 }
 
 
