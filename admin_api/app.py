@@ -12,7 +12,8 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from admin_api import discovery, invocations
+from admin_api import discovery, introspection, invocations
+from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
 from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
 from admin_api.store import RegistryStore
@@ -26,6 +27,7 @@ SERVER_VERSION = "1.7.12"
 API_VERSIONS = (2, 3, 4)
 STORE_KEY = web.AppKey("store", object)
 CONTROL_KEY = web.AppKey("control", object)
+CHANGELOG_KEY = web.AppKey("changelog", object)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
@@ -201,6 +203,51 @@ async def delete_invocation(request: web.Request) -> web.Response:
     return web.Response(status=202) if response.status < 300 else response
 
 
+def _changelog(request: web.Request) -> ChangelogView:
+    view = request.app.get(CHANGELOG_KEY)
+    if view is None:
+        raise RegistryError(503, "introspection is not available on this admin server")
+    return view  # type: ignore[return-value]
+
+
+async def query(request: web.Request) -> web.Response:
+    """`POST /query {"query": SQL}`: JSON rows with `accept: application/json`, else Arrow IPC."""
+    body = await _read_json(request)
+    sql = body.get("query") if isinstance(body, dict) else None
+    if not isinstance(sql, str):
+        raise RegistryError(400, 'the request body must be {"query": "<SQL>"}')
+    view = _changelog(request)
+    registry = _store(request).snapshot()
+    with view.lock:
+        try:
+            table = introspection.run_query(view.store, registry, sql)
+        except introspection.QueryError as e:
+            return _json({"message": str(e)}, 400)
+    if "application/json" in request.headers.get("accept", ""):
+        return web.Response(body=introspection.rows_json(table), headers={"content-type": "application/json"})
+    return web.Response(
+        body=introspection.arrow_stream(table),
+        headers={"content-type": "application/vnd.apache.arrow.stream"},
+    )
+
+
+async def list_invocations(request: web.Request) -> web.Response:
+    view = _changelog(request)
+    with view.lock:
+        statuses = sorted(view.store.statuses.values(), key=lambda st: st.created_at_ms)
+        return _json({"invocations": [introspection.invocation_json(st) for st in statuses]})
+
+
+async def get_invocation(request: web.Request) -> web.Response:
+    inv = str(invocations.parse_invocation_id(request.match_info["invocation"]))
+    view = _changelog(request)
+    with view.lock:
+        status = view.store.status(inv)
+        if status is None:
+            raise RegistryError(404, f"The requested invocation '{inv}' does not exist")
+        return _json(introspection.invocation_json(status))
+
+
 async def not_found(request: web.Request) -> web.Response:
     return _error(404, f"no route for {request.method} {request.path}")
 
@@ -217,17 +264,25 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/services/{{service}}/handlers", list_handlers),
         web.get(f"{prefix}/services/{{service}}/handlers/{{handler}}", get_handler),
         web.patch(f"{prefix}/invocations/{{invocation}}/{{operation}}", patch_invocation),
+        web.get(f"{prefix}/invocations", list_invocations),
+        web.get(f"{prefix}/invocations/{{invocation}}", get_invocation),
+        web.post(f"{prefix}/query", query),
         web.delete(f"{prefix}/invocations/{{invocation}}", delete_invocation),
     ]
 
 
 def create_admin_app(
-    store: RegistryStore, settings: Settings, control: InvocationControl | None = None
+    store: RegistryStore,
+    settings: Settings,
+    control: InvocationControl | None = None,
+    changelog: ChangelogView | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[STORE_KEY] = store
     if control is not None:
         app[CONTROL_KEY] = control
+    if changelog is not None:
+        app[CHANGELOG_KEY] = changelog
     app[SETTINGS_KEY] = settings
     app.add_routes(_routes(""))
     for v in API_VERSIONS:

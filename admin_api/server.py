@@ -7,6 +7,7 @@ import structlog
 from aiohttp import web
 
 from admin_api.app import create_admin_app
+from admin_api.introspection import ChangelogView
 from admin_api.invocations import KafkaInvocationControl
 from kinvoke.commands import CommandClient
 from kinvoke.metadata import MetadataView
@@ -17,12 +18,14 @@ log = structlog.get_logger(__name__)
 
 def run_admin(settings: Settings) -> None:
     store = MetadataView(settings).start()
+    changelog = ChangelogView(settings).start()
     commands = CommandClient(settings)
-    app = create_admin_app(store, settings, KafkaInvocationControl(commands))
+    app = create_admin_app(store, settings, KafkaInvocationControl(commands), changelog)
     app.on_startup.append(lambda _app: commands.start())
     app.on_cleanup.append(lambda _app: commands.stop())
     log.info("admin.listening", host=settings.admin_host, port=settings.admin_port)
     try:
         web.run_app(app, host=settings.admin_host, port=settings.admin_port, print=None)
     finally:
+        changelog.stop()
         store.stop()

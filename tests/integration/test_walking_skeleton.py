@@ -343,6 +343,25 @@ def test_register_call_kill_restart(
         assert again.json() == "Hello Carol"
         steps2 = _call(client, f"{ingress}/Greeter/steps", 1)
         assert steps2.json() == 1 + 1 + 2 + 3
+        # Introspection: the admin API's SQL over the changelog (what `restate invocations/kv` run).
+        deadline = time.monotonic() + 15
+        sql = {"query": f"SELECT id, status, target FROM sys_invocation WHERE id = '{steps_id}'"}
+        while not (
+            rows := client.post(f"{admin}/query", json=sql, headers={"accept": "application/json"}).json()[
+                "rows"
+            ]
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert rows == [{"id": steps_id, "status": "completed", "target": "Greeter/steps"}]
+        kv_sql = "select key, value from state where service_name = 'Counter' and service_key = 'k2' ;"
+        kv = client.post(
+            f"{admin}/v4/query", json={"query": kv_sql}, headers={"accept": "application/json"}
+        ).json()
+        assert kv == {"rows": [{"key": "count", "value": b"5".hex()}]}
+        described = client.get(f"{admin}/invocations/{greet_id}").json()
+        assert described["status"] == "completed" and described["target"] == "Greeter/greet"
+
         # Object state came back from the changelog with the new processor.
         assert _call(client, f"{ingress}/Counter/k1/add", 2).json() == 10
         assert client.get(f"{ingress}/Counter/k2/get", timeout=30).json() == 5

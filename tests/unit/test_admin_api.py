@@ -163,3 +163,51 @@ async def test_invocation_operations_map_to_restates_answers() -> None:
         }
     assert control.calls[0] == (ids[0], ManageOperation.CANCEL)
     assert control.calls[-1] == (ids[1], ManageOperation.KILL)
+
+
+async def test_query_and_invocations_from_the_changelog_view() -> None:
+    import threading
+
+    from schemas.records import Ended
+    from tests.unit.state_machine.conftest import INV, Harness, attempt, invoke, output
+
+    sm = Harness()
+    sm.apply(invoke(ts=1_795_000_000_000), attempt(1_795_000_000_100, 1, [output(b'"hi"')], Ended()))
+
+    class View:
+        store = sm.store
+        lock = threading.Lock()
+
+    app = admin_app.create_admin_app(MemoryRegistryStore(), Settings(), changelog=View())  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as c:
+        r = await c.post(
+            "/v4/query",
+            json={"query": "SELECT id, target, status, created_at FROM sys_invocation"},
+            headers={"accept": "application/json"},
+        )
+        assert r.status == 200 and r.headers["content-type"] == "application/json"
+        assert await r.json() == {
+            "rows": [
+                {
+                    "id": INV,
+                    "target": "Greeter/greet",
+                    "status": "completed",
+                    "created_at": "2026-11-18T11:06:40.000+00:00",
+                }
+            ]
+        }
+        arrow = await c.post("/query", json={"query": "SELECT COUNT(1) FROM sys_journal"})
+        assert arrow.headers["content-type"] == "application/vnd.apache.arrow.stream"
+        import pyarrow as pa
+
+        assert pa.ipc.open_stream(await arrow.read()).read_all().column(0).to_pylist() == [2]
+        bad = await c.post("/query", json={"query": "SELEC nonsense"}, headers={"accept": "application/json"})
+        assert bad.status == 400 and (await bad.json())["message"].startswith("Datafusion error:")
+        one = await (await c.get(f"/invocations/{INV}")).json()
+        assert (
+            one["status"] == "completed"
+            and one["target_service_key"] is None
+            and one["deployment_id"] == "dp_1"
+        )
+        assert [i["id"] for i in (await (await c.get("/invocations")).json())["invocations"]] == [INV]
+        assert (await c.get("/invocations/bogus")).status == 400
