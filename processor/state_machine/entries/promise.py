@@ -8,10 +8,9 @@ from typing import Any
 
 from processor.state_machine.context import StepContext
 from processor.state_machine.entries.errors import EntryRejected
-from processor.state_machine.lifecycle import suspend
+from processor.state_machine.lifecycle.notify import NotificationId, deliverable, notify
 from schemas.records import (
     Failure,
-    InvocationPhase,
     InvocationStatus,
     Promise,
     PromiseWaiter,
@@ -84,21 +83,12 @@ def complete_promise(ctx: StepContext, status: InvocationStatus, frame: Frame, m
 
 
 def _wake(ctx: StepContext, completer: InvocationStatus, waiter: PromiseWaiter, promise: Promise) -> None:
-    target = (
-        completer if waiter.invocation_id == completer.invocation_id else ctx.status(waiter.invocation_id)
-    )
-    if target is None or target.phase == InvocationPhase.COMPLETED:
-        return
     note = _answer(MessageType.GET_PROMISE_COMPLETION_NOTIFICATION, waiter.completion_id, promise.result)
-    ctx.append_entry(target, note, is_command=False)
-    if target is completer:
-        return  # its own status is stored by the caller of the entry handler
-    target.modified_at_ms = ctx.now_ms
-    waiting = target.waiting
-    if (
-        target.phase == InvocationPhase.SUSPENDED
-        and waiting
-        and waiter.completion_id in waiting.waiting_completions
-    ):
-        suspend.resume(ctx, target)
-    ctx.txn.put_status(target)
+    ident: NotificationId = ("completion", waiter.completion_id)
+    if waiter.invocation_id == completer.invocation_id:
+        notify(ctx, completer, note, ident)  # its status is stored by the caller of the entry handler
+        return
+    target = deliverable(ctx, waiter.invocation_id, ident)
+    if target is not None:
+        notify(ctx, target, note, ident)
+        ctx.txn.put_status(target)

@@ -3,21 +3,19 @@ caller's journal, and wakes the caller if it waits for it."""
 
 from __future__ import annotations
 
-from processor.state_machine import journal
 from processor.state_machine.actions import ProduceCommand
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import suspend
+from processor.state_machine.lifecycle.notify import NotificationId, deliverable, notify
 from schemas.ids import InvocationId
-from schemas.records import CallCompleted, CallerRef, Command, Failure, InvocationPhase, Success
+from schemas.records import CallCompleted, CallerRef, Command, Failure, Success
 from schemas.service_protocol import MessageType, notification
 
 
 def apply(ctx: StepContext, cmd: CallCompleted) -> None:
-    status = ctx.status(cmd.invocation_id)
-    if status is None or status.phase == InvocationPhase.COMPLETED:
+    ident: NotificationId = ("completion", cmd.completion_id)
+    status = deliverable(ctx, cmd.invocation_id, ident)
+    if status is None:
         return
-    if ("completion", cmd.completion_id) in journal.notification_ids(ctx.journal(status.invocation_id)):
-        return  # delivered twice: the first one counts
     result = cmd.result
     note = notification(
         MessageType.CALL_COMPLETION_NOTIFICATION,
@@ -25,15 +23,7 @@ def apply(ctx: StepContext, cmd: CallCompleted) -> None:
         failure=(result.code, result.message) if isinstance(result, Failure) else None,
         value=None if isinstance(result, Failure) else result.value,
     )
-    ctx.append_entry(status, note, is_command=False)
-    status.modified_at_ms = ctx.now_ms
-    waiting = status.waiting
-    if (
-        status.phase == InvocationPhase.SUSPENDED
-        and waiting
-        and cmd.completion_id in waiting.waiting_completions
-    ):
-        suspend.resume(ctx, status)
+    notify(ctx, status, note, ident)
     ctx.txn.put_status(status)
 
 

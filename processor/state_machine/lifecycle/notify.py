@@ -1,0 +1,38 @@
+"""Delivering a notification (a completion or a signal) to an invocation: append it to the
+journal once, and resume the invocation if it is suspended waiting for exactly this."""
+
+from __future__ import annotations
+
+from processor.state_machine import journal
+from processor.state_machine.context import StepContext
+from processor.state_machine.lifecycle import suspend
+from schemas.records import InvocationPhase, InvocationStatus
+
+NotificationId = tuple[str, int | str]  # ("completion" | "signal" | "named", id)
+
+
+def deliverable(ctx: StepContext, invocation_id: str, ident: NotificationId) -> InvocationStatus | None:
+    """The invocation to notify, or None if it is gone, done, or already has this notification."""
+    status = ctx.status(invocation_id)
+    if status is None or status.phase == InvocationPhase.COMPLETED:
+        return None
+    if ident in journal.notification_ids(ctx.journal(invocation_id)):
+        return None  # delivered twice: the first one counts
+    return status
+
+
+def notify(ctx: StepContext, status: InvocationStatus, frame: bytes, ident: NotificationId) -> None:
+    """Append `frame` and wake the invocation if it waits for `ident` (the caller stores the status)."""
+    ctx.append_entry(status, frame, is_command=False)
+    status.modified_at_ms = ctx.now_ms
+    waiting = status.waiting
+    if status.phase != InvocationPhase.SUSPENDED or waiting is None:
+        return
+    kind, value = ident
+    awaited = {
+        "completion": waiting.waiting_completions,
+        "signal": waiting.waiting_signals,
+        "named": waiting.waiting_named_signals,
+    }[kind]
+    if value in awaited:
+        suspend.resume(ctx, status)
