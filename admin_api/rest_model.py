@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
+from schemas.durations import friendly_duration
+from schemas.durations import rfc3339_nanos as rfc3339
 from schemas.registry import DeploymentRecord, HandlerRecord, Registry, ServiceRecord
 
 DEFAULT_IDEMPOTENCY_RETENTION_MS = 24 * 3600 * 1000
@@ -13,26 +14,6 @@ DEFAULT_JOURNAL_RETENTION_MS = 24 * 3600 * 1000
 DEFAULT_WORKFLOW_COMPLETION_RETENTION_MS = 24 * 3600 * 1000
 DEFAULT_INACTIVITY_TIMEOUT_MS = 60 * 1000
 DEFAULT_ABORT_TIMEOUT_MS = 10 * 60 * 1000
-
-_UNITS = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)]
-
-
-def friendly_duration(ms: int) -> str:
-    """jiff's friendly format: `1d`, `500ms`, `1m`, `1d 12h 4m 2s`."""
-    if ms == 0:
-        return "0s"
-    parts = []
-    for unit, size in _UNITS:
-        n, ms = divmod(ms, size)
-        if n:
-            parts.append(f"{n}{unit}")
-    return " ".join(parts)
-
-
-def rfc3339(ms: int) -> str:
-    """`2026-11-23T08:32:08.325000000Z` (nanosecond precision, as Restate prints it)."""
-    dt = datetime.fromtimestamp(ms / 1000, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{(ms % 1000) * 1_000_000:09d}Z"
 
 
 def _schema(text: str | None) -> Any:

@@ -19,6 +19,7 @@ from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type
 from kinvoke.commands import CommandClient
 from kinvoke.metadata import MetadataView
 from kinvoke.results import ResultsListener
+from schemas.durations import parse_duration_ms, rfc3339_nanos
 from schemas.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_of
 from schemas.records import (
     Command,
@@ -194,8 +195,11 @@ class Ingress:
             target = resolve_target(registry, path)
             body = await request.read()
             target.validate_input(request.headers.get("content-type"), body)
+            delay_ms = _delay_ms(request.query.get("delay"), path.send)
         except IngressError as e:
             return error_response(e.status, e.message)
+        now = int(time.time() * 1000)
+        execute_at_ms = now + delay_ms if delay_ms else None
         idempotency_key = request.headers.get("idempotency-key") or None
         invocation_id = self._new_invocation_id(target, idempotency_key)
         inv = str(invocation_id)
@@ -219,6 +223,7 @@ class Ingress:
             invoked_by=InvokedBy(kind=InvokedByKind.INGRESS),
             reply_to_results=not path.send,
             # Only the processor knows whether an idempotent (or workflow) send is new: wait for its word.
+            execute_at_ms=execute_at_ms,
             ack_to_results=path.send
             and (idempotency_key is not None or target.handler_ty == HandlerType.WORKFLOW),
         )
@@ -229,7 +234,7 @@ class Ingress:
         elif cmd.ack_to_results:
             waiter = self.results.register_ack(inv)
         try:
-            await self._produce(invocation_id, Command(timestamp_ms=int(time.time() * 1000), body=cmd))
+            await self._produce(invocation_id, Command(timestamp_ms=now, body=cmd))
         except Exception as e:
             if waiter is not None:
                 self.results.unregister(inv, waiter)
@@ -243,12 +248,13 @@ class Ingress:
         if isinstance(answer, InvocationResult):
             return self._result_response(answer, target.output_content_type, target.set_content_type_if_empty)
         previously = isinstance(answer, InvocationAccepted) and answer.previously_accepted
+        accepted: dict[str, str] = {"invocationId": inv}
+        if execute_at_ms is not None:
+            accepted["executionTime"] = rfc3339_nanos(execute_at_ms)
+        accepted["status"] = "PreviouslyAccepted" if previously else "Accepted"
         return web.Response(
             status=202,
-            body=json.dumps(
-                {"invocationId": inv, "status": "PreviouslyAccepted" if previously else "Accepted"},
-                separators=(",", ":"),
-            ).encode(),
+            body=json.dumps(accepted, separators=(",", ":")).encode(),
             content_type="application/json",
             headers={"x-restate-id": inv},
         )
@@ -283,6 +289,19 @@ class Ingress:
         if (outcome.value or set_content_type_if_empty) and content_type:
             headers["content-type"] = content_type
         return web.Response(status=200, body=outcome.value, headers=headers)
+
+
+def _delay_ms(delay: str | None, send: bool) -> int:
+    if delay is None:
+        return 0
+    if not send:
+        raise IngressError(
+            400, "cannot use the delay query parameter with calls. The delay is supported only with sends"
+        )
+    try:
+        return parse_duration_ms(delay)
+    except ValueError as e:
+        raise IngressError(400, f"bad delay query parameter: {e}") from None
 
 
 def _rfc3339_ms(ms: int) -> str:

@@ -227,6 +227,15 @@ def test_register_call_kill_restart(
         sent = _call(client, f"{ingress}/Greeter/greet/send", "Bob")
         assert sent.status_code == 202
         assert sent.json()["status"] == "Accepted"
+        # Delayed sends start from a durable timer; a delay on a call is refused.
+        before_delay = time.monotonic()
+        delayed = _call(client, f"{ingress}/Counter/k4/add/send?delay=1s", 7).json()
+        assert delayed["status"] == "Accepted" and delayed["executionTime"].endswith("Z")
+        after = client.get(f"{ingress}/restate/invocation/{delayed['invocationId']}/attach", timeout=30)
+        assert after.json() == 7 and time.monotonic() - before_delay >= 1.0
+        no_delay = _call(client, f"{ingress}/Greeter/greet?delay=1s", "Judy")
+        assert no_delay.status_code == 400 and "only with sends" in no_delay.json()["message"]
+
         # Cancel, kill and purge through the admin API.
         napper = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]
         to_kill = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from processor.state_machine import journal
-from processor.state_machine.actions import InvokeAttempt, SendAccepted, SendResult
+from processor.state_machine.actions import InvokeAttempt, ScheduleTimer, SendAccepted, SendResult
 from processor.state_machine.context import StepContext
 from processor.state_machine.lifecycle import call_completed, object_lock
 from schemas.records import (
@@ -14,11 +14,13 @@ from schemas.records import (
     InvocationResult,
     InvocationStatus,
     Invoke,
+    Timer,
 )
 
 # Restate's default idempotency retention. Results are kept (not yet cleaned up) beyond it.
 IDEMPOTENCY_RETENTION_MS = 24 * 3600 * 1000
 WORKFLOW_ALREADY_INVOKED = Failure(code=409, message="the workflow method was already invoked")
+START_TIMER = 0
 
 
 def apply(ctx: StepContext, cmd: Invoke) -> None:
@@ -42,12 +44,28 @@ def apply(ctx: StepContext, cmd: Invoke) -> None:
     )
     headers = [(h.name, h.value) for h in cmd.headers]
     ctx.append_entry(status, journal.input_command(cmd.argument, headers), is_command=True)
-    runs_now = scheduled or not object_lock.needs_lock(status) or object_lock.acquire_or_enqueue(ctx, status)
-    ctx.txn.put_status(status)
     if cmd.ack_to_results:
         ctx.emit(SendAccepted(InvocationAccepted(invocation_id=cmd.invocation_id, previously_accepted=False)))
-    if runs_now:
-        ctx.emit(InvokeAttempt(cmd.invocation_id, attempt=1, not_before_ms=cmd.execute_at_ms or 0))
+    if scheduled:
+        # A delayed start is a durable timer (completion id 0: SDKs number theirs from 1).
+        assert cmd.execute_at_ms is not None
+        timer = Timer(
+            invocation_id=cmd.invocation_id, completion_id=START_TIMER, wake_up_at_ms=cmd.execute_at_ms
+        )
+        ctx.txn.put_timer(timer)
+        ctx.emit(ScheduleTimer(timer))
+        ctx.txn.put_status(status)
+        return
+    start(ctx, status)
+    ctx.txn.put_status(status)
+
+
+def start(ctx: StepContext, status: InvocationStatus) -> None:
+    """Run now, or wait in the object's inbox if another exclusive invocation holds its key."""
+    status.phase = InvocationPhase.INVOKED
+    status.modified_at_ms = ctx.now_ms
+    if not object_lock.needs_lock(status) or object_lock.acquire_or_enqueue(ctx, status):
+        ctx.emit(InvokeAttempt(status.invocation_id, attempt=status.attempt))
 
 
 def _duplicate(ctx: StepContext, status: InvocationStatus, cmd: Invoke) -> None:

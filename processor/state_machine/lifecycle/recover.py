@@ -10,7 +10,7 @@ from schemas.records import InvocationPhase
 def actions(store: PartitionStore) -> list[Action]:
     out: list[Action] = []
     for status in store.statuses.values():
-        if status.phase in (InvocationPhase.INVOKED, InvocationPhase.SCHEDULED):
-            not_before = status.next_retry_at_ms or status.execute_at_ms or 0
+        if status.phase == InvocationPhase.INVOKED:  # scheduled ones start from their timer
+            not_before = status.next_retry_at_ms or 0
             out.append(InvokeAttempt(status.invocation_id, attempt=status.attempt, not_before_ms=not_before))
     return out

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from processor.state_machine.context import StepContext
+from processor.state_machine.lifecycle import invoke
 from processor.state_machine.lifecycle.notify import NotificationId, deliverable, notify
-from schemas.records import TimerFired
+from schemas.records import InvocationPhase, TimerFired
 from schemas.service_protocol import MessageType, notification
 
 
@@ -13,6 +14,12 @@ def apply(ctx: StepContext, cmd: TimerFired) -> None:
     if timer is None:
         return  # fired before (a redelivery), or the invocation is gone
     ctx.txn.delete_timer(timer)
+    if cmd.completion_id == invoke.START_TIMER:
+        scheduled = ctx.status(cmd.invocation_id)
+        if scheduled is not None and scheduled.phase == InvocationPhase.SCHEDULED:
+            invoke.start(ctx, scheduled)
+            ctx.txn.put_status(scheduled)
+        return
     ident: NotificationId = ("completion", cmd.completion_id)
     status = deliverable(ctx, cmd.invocation_id, ident)
     if status is None:

@@ -286,3 +286,21 @@ def test_get_output_answers_unknown_not_ready_done_and_attaches(sm: Harness) -> 
     assert isinstance(answer, SendResult) and answer.result.result == Success(value=b"1")
     [later] = ask(wait=False, ts=5000)
     assert isinstance(later, SendResult) and later.result.idempotency_expires_at_ms == 2000 + 24 * 3600 * 1000
+
+
+def test_a_delayed_invocation_starts_from_a_durable_timer(sm: Harness) -> None:
+    from processor.state_machine import ScheduleTimer
+    from schemas.records import Command, Timer, TimerFired
+
+    delayed = invoke(ts=1000)
+    delayed.body.execute_at_ms = 3000
+    [schedule] = sm.apply(delayed)
+    assert schedule == ScheduleTimer(Timer(invocation_id=INV, completion_id=0, wake_up_at_ms=3000))
+    assert sm.store.status(INV).phase == InvocationPhase.SCHEDULED  # type: ignore[union-attr]
+    assert state_machine.recovery_actions(sm.store) == []  # the timer, not recovery, starts it
+    fired = Command(
+        timestamp_ms=3001, body=TimerFired(invocation_id=INV, completion_id=0, wake_up_at_ms=3000)
+    )
+    assert sm.apply(fired) == [InvokeAttempt(INV, attempt=1)]
+    assert sm.store.status(INV).phase == InvocationPhase.INVOKED  # type: ignore[union-attr]
+    assert sm.store.timers == {}
