@@ -17,8 +17,9 @@ from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
 from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
 from admin_api.store import RegistryStore
+from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId
-from schemas.registry import RegistryError, plan_registration
+from schemas.registry import SERVICE_PREFIX, RegistryError, plan_registration
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -171,6 +172,39 @@ async def get_service(request: web.Request) -> web.Response:
     return _json(service_json(_service(request)))
 
 
+_DURATION_FIELDS = {
+    "idempotency_retention": "idempotency_retention_ms",
+    "workflow_completion_retention": "workflow_completion_retention_ms",
+    "journal_retention": "journal_retention_ms",
+    "inactivity_timeout": "inactivity_timeout_ms",
+    "abort_timeout": "abort_timeout_ms",
+}
+
+
+async def modify_service(request: web.Request) -> web.Response:
+    """`PATCH /services/{s}`: visibility and retention/timeout options; unknown fields are ignored."""
+    svc = _service(request)
+    body = await _read_json(request)
+    if not isinstance(body, dict):
+        raise RegistryError(400, "the request body must be a JSON object")
+    update: dict[str, Any] = {}
+    for field, attr in _DURATION_FIELDS.items():
+        if body.get(field) is not None:
+            try:
+                update[attr] = parse_duration_ms(str(body[field]))
+            except ValueError as e:
+                raise RegistryError(400, f"invalid {field}: {e}") from None
+    if "workflow_completion_retention_ms" in update and svc.ty != "Workflow":
+        raise RegistryError(400, "workflow_completion_retention can be modified only for workflow services")
+    changed = svc.model_copy(update=update, deep=True)
+    if isinstance(body.get("public"), bool):
+        changed.public = body["public"]
+        for handler in changed.handlers:
+            handler.public = body["public"]
+    await _store(request).write([(f"{SERVICE_PREFIX}{changed.name}", changed.encode())])
+    return _json(service_json(changed))
+
+
 async def list_handlers(request: web.Request) -> web.Response:
     return _json({"handlers": [handler_json(h) for h in _service(request).handlers]})
 
@@ -261,6 +295,7 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/deployments/{{deployment}}", get_deployment),
         web.get(f"{prefix}/services", list_services),
         web.get(f"{prefix}/services/{{service}}", get_service),
+        web.patch(f"{prefix}/services/{{service}}", modify_service),
         web.get(f"{prefix}/services/{{service}}/handlers", list_handlers),
         web.get(f"{prefix}/services/{{service}}/handlers/{{handler}}", get_handler),
         web.patch(f"{prefix}/invocations/{{invocation}}/{{operation}}", patch_invocation),

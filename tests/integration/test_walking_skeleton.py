@@ -371,6 +371,18 @@ def test_register_call_kill_restart(
         described = client.get(f"{admin}/invocations/{greet_id}").json()
         assert described["status"] == "completed" and described["target"] == "Greeter/greet"
 
+        # A service made private through the admin API is refused by the ingress.
+        assert client.patch(f"{admin}/services/Failing", json={"public": False}).json()["public"] is False
+        deadline = time.monotonic() + 10
+        while (private := _call(client, f"{ingress}/Failing/terminal", "x")).status_code != 400:
+            assert time.monotonic() < deadline, private.text
+            time.sleep(0.1)
+        assert private.json() == {
+            "code": 400,
+            "message": "the invoked service is not public",
+            "source": "ingress",
+        }
+
         # Object state came back from the changelog with the new processor.
         assert _call(client, f"{ingress}/Counter/k1/add", 2).json() == 10
         assert client.get(f"{ingress}/Counter/k2/get", timeout=30).json() == 5

@@ -211,3 +211,19 @@ async def test_query_and_invocations_from_the_changelog_view() -> None:
         )
         assert [i["id"] for i in (await (await c.get("/invocations")).json())["invocations"]] == [INV]
         assert (await c.get("/invocations/bogus")).status == 400
+
+
+async def test_patch_service_changes_visibility_and_retention(client: TestClient) -> None:
+    await client.post("/deployments", json={"uri": "http://127.0.0.1:9080"})
+    r = await client.patch("/services/Greeter", json={"idempotency_retention": "2h"})
+    assert r.status == 200 and (await r.json())["idempotency_retention"] == "2h"
+    r = await client.patch("/services/Greeter", json={"public": False, "bogus": 1})
+    body = await r.json()
+    assert body["public"] is False and all(h["public"] is False for h in body["handlers"])
+    assert body["idempotency_retention"] == "2h" and body["revision"] == 1
+    assert (await (await client.get("/services/Greeter")).json())["public"] is False
+    bad = await client.patch("/services/Greeter", json={"abort_timeout": "soon"})
+    assert bad.status == 400
+    wf_only = await client.patch("/services/Greeter", json={"workflow_completion_retention": "1h"})
+    assert wf_only.status == 400
+    assert (await client.patch("/services/NoSuch", json={})).status == 404
