@@ -382,6 +382,11 @@ def test_register_call_kill_restart(
             "message": "the invoked service is not public",
             "source": "ingress",
         }
+        assert client.patch(f"{admin}/services/Failing", json={"public": True}).json()["public"] is True
+        deadline = time.monotonic() + 10
+        while _call(client, f"{ingress}/Failing/terminal", "x").status_code != 418:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
 
         # Object state came back from the changelog with the new processor.
         assert _call(client, f"{ingress}/Counter/k1/add", 2).json() == 10
