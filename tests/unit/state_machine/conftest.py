@@ -19,6 +19,7 @@ from schemas.records import (
     Invoke,
     InvokedBy,
     InvokedByKind,
+    ResolvedCallee,
     ServiceType,
     Suspended,
 )
@@ -43,8 +44,14 @@ def invoke(ts: int = 1000, inv: str = INV, reply: bool = True, argument: bytes =
 
 
 def attempt(
-    ts: int, n: int, entries: list[bytes], outcome: Ended | Suspended | AttemptFailed, inv: str = INV
+    ts: int,
+    n: int,
+    entries: list[bytes],
+    outcome: Ended | Suspended | AttemptFailed,
+    inv: str = INV,
+    callees: list[ResolvedCallee] | None = None,
 ) -> Command:
+    """An AttemptEnded effect; `callees` are the registry answers for the attempt's calls."""
     return Command(
         timestamp_ms=ts,
         body=AttemptEnded(
@@ -54,6 +61,7 @@ def attempt(
             protocol_version=6,
             new_entries=entries,
             outcome=outcome,
+            callees=callees or [],
         ),
     )
 

@@ -21,7 +21,7 @@ from schemas.records import (
 )
 from schemas.service_protocol import Frame, MessageType, decode_message, encode_message
 from schemas.service_protocol import protocol_pb2 as pb
-from tests.unit.state_machine.conftest import INV, Harness, invoke, output
+from tests.unit.state_machine.conftest import INV, Harness, attempt, invoke, output
 
 GREETER = ResolvedCallee(service_ty=ServiceType.SERVICE)
 
@@ -41,18 +41,7 @@ def call_frame(service: str = "Greeter", handler: str = "greet", key: str = "") 
 def attempt_with_calls(
     ts: int, n: int, entries: list[bytes], callees: list[ResolvedCallee], outcome
 ) -> Command:
-    return Command(
-        timestamp_ms=ts,
-        body=AttemptEnded(
-            invocation_id=INV,
-            attempt=n,
-            deployment_id="dp_1",
-            protocol_version=6,
-            new_entries=entries,
-            outcome=outcome,
-            callees=callees,
-        ),
-    )
+    return attempt(ts, n, entries, outcome, callees=callees)
 
 
 def children(actions: list) -> list[Invoke]:
