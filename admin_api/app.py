@@ -12,14 +12,14 @@ import structlog
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from admin_api import discovery, introspection, invocations
+from admin_api import discovery, introspection, invocations, subscriptions
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
 from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
 from admin_api.store import RegistryStore
 from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId
-from schemas.registry import SERVICE_PREFIX, RegistryError, plan_registration
+from schemas.registry import SERVICE_PREFIX, SUBSCRIPTION_PREFIX, RegistryError, plan_registration
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -282,6 +282,55 @@ async def get_invocation(request: web.Request) -> web.Response:
         return _json(introspection.invocation_json(status))
 
 
+async def create_kafka_cluster(request: web.Request) -> web.Response:
+    await _read_json(request)  # a clear 400 on bad JSON
+    return await subscriptions.create_cluster(request, _store(request))
+
+
+async def list_kafka_clusters(request: web.Request) -> web.Response:
+    registry = _store(request).snapshot()
+    return _json({"clusters": [subscriptions.cluster_json(c) for c in registry.clusters.values()]})
+
+
+async def get_kafka_cluster(request: web.Request) -> web.Response:
+    registry = _store(request).snapshot()
+    name = request.match_info["cluster"]
+    cluster = registry.clusters.get(name)
+    if cluster is None:
+        raise RegistryError(404, f"The requested Kafka cluster '{name}' does not exist")
+    return _json(subscriptions.cluster_json(cluster, registry))
+
+
+async def create_subscription(request: web.Request) -> web.Response:
+    await _read_json(request)
+    return await subscriptions.create_subscription(request, _store(request))
+
+
+async def list_subscriptions(request: web.Request) -> web.Response:
+    subs = _store(request).snapshot().subscriptions.values()
+    sink, source = request.query.get("sink"), request.query.get("source")
+    chosen = [s for s in subs if (sink is None or s.sink == sink) and (source is None or s.source == source)]
+    return _json({"subscriptions": [subscriptions.subscription_json(s) for s in chosen]})
+
+
+def _subscription(request: web.Request) -> Any:
+    sub_id = subscriptions.parse_subscription_id(request.match_info["subscription"])
+    sub = _store(request).snapshot().subscriptions.get(sub_id)
+    if sub is None:
+        raise RegistryError(404, f"The requested subscription '{sub_id}' does not exist")
+    return sub
+
+
+async def get_subscription(request: web.Request) -> web.Response:
+    return _json(subscriptions.subscription_json(_subscription(request)))
+
+
+async def delete_subscription(request: web.Request) -> web.Response:
+    sub = _subscription(request)
+    await _store(request).write([(f"{SUBSCRIPTION_PREFIX}{sub.id}", None)])
+    return web.Response(status=202)
+
+
 async def not_found(request: web.Request) -> web.Response:
     return _error(404, f"no route for {request.method} {request.path}")
 
@@ -302,6 +351,13 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.get(f"{prefix}/invocations", list_invocations),
         web.get(f"{prefix}/invocations/{{invocation}}", get_invocation),
         web.post(f"{prefix}/query", query),
+        web.post(f"{prefix}/kafka-clusters", create_kafka_cluster),
+        web.get(f"{prefix}/kafka-clusters", list_kafka_clusters),
+        web.get(f"{prefix}/kafka-clusters/{{cluster}}", get_kafka_cluster),
+        web.post(f"{prefix}/subscriptions", create_subscription),
+        web.get(f"{prefix}/subscriptions", list_subscriptions),
+        web.get(f"{prefix}/subscriptions/{{subscription}}", get_subscription),
+        web.delete(f"{prefix}/subscriptions/{{subscription}}", delete_subscription),
         web.delete(f"{prefix}/invocations/{{invocation}}", delete_invocation),
     ]
 

@@ -25,6 +25,7 @@ from kinvoke.metadata import MetadataView
 from processor.invoker import AttemptRequest, AttemptResult, Failed, Invoker
 from processor.partition import PartitionProcessor, PoisonCommand
 from processor.state_machine import InvokeAttempt
+from processor.subscriptions import SubscriptionRunner
 from schemas.ids import InvocationId
 from schemas.partitioner import partition_of
 from schemas.records import AttemptEnded, Command, ResolvedCallee
@@ -51,6 +52,7 @@ class ProcessorService:
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="invoker", daemon=True)
         self._invoker: Invoker | None = None
+        self.subscriptions = SubscriptionRunner(settings, self.metadata)
         self.consumer = Consumer(
             client_config(
                 settings,
@@ -73,6 +75,7 @@ class ProcessorService:
 
     def run(self) -> None:
         self.metadata.start()
+        self.subscriptions.start()
         self._loop_thread.start()
         self._invoker = asyncio.run_coroutine_threadsafe(self._make_invoker(), self._loop).result()
         self.consumer.subscribe([self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -106,6 +109,7 @@ class ProcessorService:
             asyncio.run_coroutine_threadsafe(self._invoker.aclose(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._loop_thread.join(5)
+        self.subscriptions.stop()
         self.metadata.stop()
 
     # -- rebalancing ------------------------------------------------------------------------------

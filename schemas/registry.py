@@ -18,6 +18,8 @@ from schemas.records import AvroModel, HandlerType, ServiceType
 
 DEPLOYMENT_PREFIX = "deployment/"
 SERVICE_PREFIX = "service/"
+CLUSTER_PREFIX = "kafka-cluster/"
+SUBSCRIPTION_PREFIX = "subscription/"
 
 SERVICE_NAME = re.compile(r"^([a-zA-Z]|_[a-zA-Z0-9])[a-zA-Z0-9._-]*$")
 HANDLER_NAME = re.compile(r"^([a-zA-Z]|_[a-zA-Z0-9])[a-zA-Z0-9_]*$")
@@ -116,10 +118,38 @@ class DeploymentRecord(AvroModel):
     manifest_json: str
 
 
+class KafkaClusterRecord(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.metadata.KafkaClusterRecord"
+    name: str
+    properties: dict[str, str]
+    created_at_ms: int
+
+
+class SubscriptionRecord(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.metadata.SubscriptionRecord"
+    id: str
+    source: str  # kafka://{cluster}/{topic}
+    sink: str  # service://{service}/{handler}
+    options: dict[str, str]
+    created_at_ms: int
+
+    @property
+    def cluster_and_topic(self) -> tuple[str, str]:
+        cluster, _, topic = self.source.removeprefix("kafka://").partition("/")
+        return cluster, topic
+
+    @property
+    def service_and_handler(self) -> tuple[str, str]:
+        service, _, handler = self.sink.removeprefix("service://").partition("/")
+        return service, handler
+
+
 @dataclass
 class Registry:
     deployments: dict[str, DeploymentRecord] = field(default_factory=dict)
     services: dict[str, ServiceRecord] = field(default_factory=dict)
+    clusters: dict[str, KafkaClusterRecord] = field(default_factory=dict)
+    subscriptions: dict[str, SubscriptionRecord] = field(default_factory=dict)
 
     def service(self, name: str) -> ServiceRecord | None:
         return self.services.get(name)
@@ -149,6 +179,18 @@ def apply_record(registry: Registry, key: str, value: bytes | None) -> None:
             registry.services.pop(name, None)
         else:
             registry.services[name] = ServiceRecord.decode(value)
+    elif key.startswith(CLUSTER_PREFIX):
+        name = key[len(CLUSTER_PREFIX) :]
+        if value is None:
+            registry.clusters.pop(name, None)
+        else:
+            registry.clusters[name] = KafkaClusterRecord.decode(value)
+    elif key.startswith(SUBSCRIPTION_PREFIX):
+        sub_id = key[len(SUBSCRIPTION_PREFIX) :]
+        if value is None:
+            registry.subscriptions.pop(sub_id, None)
+        else:
+            registry.subscriptions[sub_id] = SubscriptionRecord.decode(value)
     else:
         raise ValueError(f"unknown metadata key {key!r}")
 

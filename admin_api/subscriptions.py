@@ -1,0 +1,119 @@
+"""Kafka clusters and subscriptions (`/kafka-clusters`, `/subscriptions`), stored in `metadata`.
+
+A subscription makes every record of a topic an invocation of a handler; the processors run the
+consumers (`processor/subscriptions.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from typing import Any
+
+from aiohttp import web
+
+from schemas.durations import rfc3339_nanos
+from schemas.ids import InvalidId, SubscriptionId
+from schemas.registry import (
+    CLUSTER_PREFIX,
+    SUBSCRIPTION_PREFIX,
+    KafkaClusterRecord,
+    Registry,
+    RegistryError,
+    SubscriptionRecord,
+)
+
+
+def cluster_json(c: KafkaClusterRecord, registry: Registry | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": c.name,
+        "properties": c.properties,
+        "created_at": rfc3339_nanos(c.created_at_ms),
+    }
+    if registry is not None:
+        out["subscriptions"] = [
+            subscription_json(s) for s in registry.subscriptions.values() if s.cluster_and_topic[0] == c.name
+        ]
+    return out
+
+
+def subscription_json(s: SubscriptionRecord) -> dict[str, Any]:
+    return {"id": s.id, "source": s.source, "sink": s.sink, "options": s.options}
+
+
+def new_cluster(registry: Registry, body: Any) -> KafkaClusterRecord:
+    if not (
+        isinstance(body, dict)
+        and isinstance(body.get("name"), str)
+        and isinstance(body.get("properties"), dict)
+    ):
+        raise RegistryError(400, 'expected {"name": …, "properties": {"bootstrap.servers": …}}')
+    props = {str(k): str(v) for k, v in body["properties"].items()}
+    if "bootstrap.servers" not in props and "metadata.broker.list" not in props:
+        raise RegistryError(
+            400, "the Kafka cluster properties need 'bootstrap.servers' or 'metadata.broker.list'"
+        )
+    if body["name"] in registry.clusters:
+        raise RegistryError(409, f"the Kafka cluster '{body['name']}' already exists")
+    return KafkaClusterRecord(name=body["name"], properties=props, created_at_ms=int(time.time() * 1000))
+
+
+def new_subscription(registry: Registry, body: Any) -> SubscriptionRecord:
+    if not (
+        isinstance(body, dict) and isinstance(body.get("source"), str) and isinstance(body.get("sink"), str)
+    ):
+        raise RegistryError(
+            400, 'expected {"source": "kafka://cluster/topic", "sink": "service://Svc/handler"}'
+        )
+    source, sink = body["source"], body["sink"]
+    if not source.startswith("kafka://") or "/" not in source.removeprefix("kafka://"):
+        raise RegistryError(400, f"bad source '{source}': expected kafka://<cluster>/<topic>")
+    if not sink.startswith("service://") or "/" not in sink.removeprefix("service://"):
+        raise RegistryError(400, f"bad sink '{sink}': expected service://<service>/<handler>")
+    now = int(time.time() * 1000)
+    sub = SubscriptionRecord(
+        id=str(SubscriptionId.generate(now, secrets.randbits(80))),
+        source=source,
+        sink=sink,
+        options={str(k): str(v) for k, v in (body.get("options") or {}).items()},
+        created_at_ms=now,
+    )
+    cluster, topic = sub.cluster_and_topic
+    if cluster not in registry.clusters:
+        raise RegistryError(
+            400, f"the Kafka cluster '{cluster}' does not exist: create it first (/kafka-clusters)"
+        )
+    if not topic:
+        raise RegistryError(400, f"bad source '{source}': the topic is missing")
+    service, handler = sub.service_and_handler
+    if registry.handler(service, handler) is None:
+        raise RegistryError(400, f"the sink handler '{service}/{handler}' is not registered")
+    sub.options.setdefault("group.id", sub.id)
+    sub.options.setdefault("client.id", "kinvoke")
+    return sub
+
+
+async def create_cluster(request: web.Request, store: Any) -> web.Response:
+    cluster = new_cluster(store.snapshot(), await request.json())
+    await store.write([(f"{CLUSTER_PREFIX}{cluster.name}", cluster.encode())])
+    return _json(cluster_json(cluster, store.snapshot()), 201)
+
+
+async def create_subscription(request: web.Request, store: Any) -> web.Response:
+    sub = new_subscription(store.snapshot(), await request.json())
+    await store.write([(f"{SUBSCRIPTION_PREFIX}{sub.id}", sub.encode())])
+    return _json(subscription_json(sub), 201)
+
+
+def parse_subscription_id(text: str) -> str:
+    try:
+        return str(SubscriptionId.parse(text))
+    except InvalidId as e:
+        raise RegistryError(400, str(e)) from None
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(body, separators=(",", ":")).encode(), content_type="application/json"
+    )
