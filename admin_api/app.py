@@ -15,11 +15,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from admin_api import discovery, introspection, invocations, subscriptions
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
+from admin_api.registration import RegistryError, plan_registration
 from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
 from admin_api.store import RegistryStore
 from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId
-from schemas.registry import SERVICE_PREFIX, SUBSCRIPTION_PREFIX, RegistryError, plan_registration
+from schemas.registry import SERVICE_PREFIX, SUBSCRIPTION_PREFIX
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -12,7 +12,7 @@ import json
 import httpx
 import structlog
 
-from schemas.registry import Discovered, RegistrationError, normalize_uri
+from admin_api.registration import Discovered, RegistrationError, normalize_uri
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ import datafusion
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from kinvoke.views import TopicView
+from kafka_core.views import TopicView
 from processor.storage import PartitionStore
 from schemas.ids import InvocationId, partition_key_of
 from schemas.records import Failure, InvocationPhase, InvocationStatus, ServiceType, Success

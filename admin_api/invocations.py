@@ -12,10 +12,10 @@ from typing import Protocol
 
 from aiohttp import web
 
-from kinvoke.commands import CommandClient
+from admin_api.registration import RegistryError
+from kafka_core.commands import CommandClient
 from schemas.ids import InvalidId, InvocationId
 from schemas.records import Command, ManageAnswer, ManageInvocation, ManageOperation, ManageOutcome
-from schemas.registry import RegistryError
 
 ANSWER_TIMEOUT_S = 30.0
 

@@ -9,8 +9,8 @@ from aiohttp import web
 from admin_api.app import create_admin_app
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import KafkaInvocationControl
-from kinvoke.commands import CommandClient
-from kinvoke.metadata import MetadataView
+from kafka_core.commands import CommandClient
+from kafka_core.metadata import MetadataView
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)

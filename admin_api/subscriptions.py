@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from admin_api.registration import RegistryError
 from schemas.durations import rfc3339_nanos
 from schemas.ids import InvalidId, SubscriptionId
 from schemas.registry import (
@@ -20,7 +21,6 @@ from schemas.registry import (
     SUBSCRIPTION_PREFIX,
     KafkaClusterRecord,
     Registry,
-    RegistryError,
     SubscriptionRecord,
 )
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import aiohttp
 import httpx
 
+from kafka_core.kafka import create_topics
 from kinvoke.broker import LocalBroker
-from kinvoke.kafka import create_topics
 from schemas.settings import Settings
 from tests.conftest import free_port
 from tests.support.processes import Component

@@ -16,9 +16,9 @@ from aiohttp import web
 
 from ingress_gateway.paths import IngressError, parse_invocation_path
 from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type_of
-from kinvoke.commands import CommandClient
-from kinvoke.metadata import MetadataView
-from kinvoke.results import ResultsListener
+from kafka_core.commands import CommandClient
+from kafka_core.metadata import MetadataView
+from kafka_core.results import ResultsListener
 from schemas.durations import parse_duration_ms, rfc3339_nanos
 from schemas.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_of
 from schemas.records import (

@@ -19,7 +19,7 @@ log = structlog.get_logger("kinvoke")
 
 
 def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from kinvoke.kafka import create_topics
+    from kafka_core.kafka import create_topics
 
     created = create_topics(settings)
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
@@ -48,7 +48,7 @@ def _cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from kinvoke.replay import run
+    from processor.replay import run
 
     partitions = args.partition if args.partition else list(range(settings.partitions))
     return run(settings, partitions, args.verify)
@@ -78,8 +78,8 @@ def _wait_for_signal() -> None:
 
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     """Local broker + topics + admin + ingress + one processor; Ctrl-C stops all of it."""
+    from kafka_core.kafka import create_topics
     from kinvoke.broker import LocalBroker
-    from kinvoke.kafka import create_topics
 
     broker: LocalBroker | None = None
     if not args.external_broker:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import structlog
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from kinvoke.kafka import producer_config, read_to_end
+from kafka_core.kafka import producer_config, read_to_end
 from processor import state_machine
 from processor.state_machine import (
     Action,

@@ -20,9 +20,10 @@ from concurrent.futures import Future
 import structlog
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from kinvoke.kafka import client_config, poll_batch
-from kinvoke.metadata import MetadataView
+from kafka_core.kafka import client_config, poll_batch
+from kafka_core.metadata import MetadataView
 from processor.invoker import AttemptRequest, AttemptResult, Failed, Invoker
+from processor.invoker.deployments import deployment_for
 from processor.partition import PartitionProcessor, PoisonCommand
 from processor.state_machine import InvokeAttempt
 from processor.subscriptions import SubscriptionRunner
@@ -263,7 +264,7 @@ class ProcessorService:
         delay = (action.not_before_ms - now_ms()) / 1000
         if delay > 0:
             await asyncio.sleep(delay)
-        deployment = self.metadata.deployment_for(service, pinned)
+        deployment = deployment_for(self.metadata.registry(), service, pinned)
         if deployment is None:
             result = AttemptResult(
                 new_entries=[],

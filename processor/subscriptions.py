@@ -17,8 +17,8 @@ import time
 import structlog
 from confluent_kafka import Consumer, Message, Producer
 
-from kinvoke.kafka import producer_config
-from kinvoke.metadata import MetadataView
+from kafka_core.kafka import producer_config
+from kafka_core.metadata import MetadataView
 from schemas.ids import InvocationId, partition_key_of
 from schemas.partitioner import routing_key
 from schemas.records import Command, Header, InvocationTarget, Invoke, InvokedBy, InvokedByKind, ServiceType

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from admin_api.discovery import discover
-from schemas.registry import RegistrationError
+from admin_api.registration import RegistrationError
 from tests.conftest import free_port
 from tests.support.sdk import run_sdk_deployment
 

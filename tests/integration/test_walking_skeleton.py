@@ -13,8 +13,8 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from kinvoke.kafka import create_topics, producer_config, read_to_end
-from kinvoke.replay import replay_partition, verify
+from kafka_core.kafka import create_topics, producer_config, read_to_end
+from processor.replay import replay_partition, verify
 from processor.storage import PartitionStore
 from schemas.ids import InvocationId, awakeable_id
 from schemas.partitioner import partition_of, routing_key

@@ -10,8 +10,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from admin_api import app as admin_app
+from admin_api.registration import Discovered, RegistrationError
 from admin_api.store import MemoryRegistryStore
-from schemas.registry import Discovered, RegistrationError
 from schemas.settings import Settings
 
 MANIFEST = json.loads(

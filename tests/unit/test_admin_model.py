@@ -7,14 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from admin_api.registration import Discovered, RegistrationError, plan_registration
 from admin_api.rest_model import deployment_json, friendly_duration, rfc3339, service_json
-from schemas.registry import (
-    Discovered,
-    RegistrationError,
-    Registry,
-    apply_record,
-    plan_registration,
-)
+from schemas.registry import Registry, apply_record
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 MANIFEST = json.loads((FIXTURES / "restate-1.7.12-manifest.json").read_text())

@@ -13,16 +13,13 @@ import uuid
 import structlog
 from confluent_kafka import Producer
 
-from kinvoke.kafka import producer_config
-from kinvoke.views import TopicView
-from processor.invoker import DeploymentTarget
+from kafka_core.kafka import producer_config
+from kafka_core.views import TopicView
 from schemas.registry import Registry, apply_record
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
-
-SERVER_MAX_PROTOCOL_VERSION = 6
 
 
 class MetadataView:
@@ -80,21 +77,3 @@ class MetadataView:
         positions = await asyncio.gather(*delivered)
         last_partition, last_offset = max(positions, key=lambda po: po[1])
         await asyncio.to_thread(self._view.wait_until, last_partition, last_offset)
-
-    def deployment_for(self, service: str, pinned: str | None) -> tuple[str, DeploymentTarget] | None:
-        """The deployment an attempt goes to: the pinned one, else the service's latest."""
-        registry = self._registry
-        svc = registry.service(service)
-        deployment_id = pinned or (svc.deployment_id if svc is not None else None)
-        if deployment_id is None:
-            return None
-        dep = registry.deployment(deployment_id)
-        if dep is None:
-            return None
-        return deployment_id, DeploymentTarget(
-            uri=dep.uri,
-            use_http_11=dep.http_version == "HTTP/1.1",
-            additional_headers=dict(dep.additional_headers or {}),
-            min_protocol_version=dep.min_protocol_version,
-            max_protocol_version=min(dep.max_protocol_version, SERVER_MAX_PROTOCOL_VERSION),
-        )

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 from confluent_kafka import Consumer, TopicPartition
 
-from kinvoke.kafka import client_config, poll_batch
+from kafka_core.kafka import client_config, poll_batch
 from schemas import codec
 from schemas.records import InvocationAccepted, InvocationResult, ManageAnswer, OutputNotReady
 from schemas.settings import Settings

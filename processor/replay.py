@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from kinvoke.kafka import read_to_end
+from kafka_core.kafka import read_to_end
 from processor import state_machine
 from processor.state_machine import InvokeAttempt, SendResult
 from processor.storage import PartitionStore

@@ -9,8 +9,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from kinvoke.kafka import producer_config
-from kinvoke.results import ResultsListener
+from kafka_core.kafka import producer_config
+from kafka_core.results import ResultsListener
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
 from schemas.records import Command

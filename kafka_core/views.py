@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from kinvoke.kafka import client_config, poll_batch
+from kafka_core.kafka import client_config, poll_batch
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
