@@ -58,8 +58,12 @@ class ProcessorService:
             client_config(
                 settings,
                 **{
-                    "group.id": settings.processor_group_id,
-                    "group.instance.id": settings.processor_instance_id,
+                    "group.id": settings.processor_group,
+                    **(
+                        {"group.instance.id": settings.processor_instance_id}
+                        if settings.processor_instance_id
+                        else {}
+                    ),
                     "session.timeout.ms": settings.processor_session_timeout_ms,
                     "enable.auto.commit": False,
                     "auto.offset.reset": "earliest",
@@ -82,7 +86,7 @@ class ProcessorService:
         self.consumer.subscribe([self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke)
         log.info(
             "processor.started",
-            group=self.settings.processor_group_id,
+            group=self.settings.processor_group,
             instance=self.settings.processor_instance_id,
             topic=self.topics.commands,
         )
@@ -118,7 +122,7 @@ class ProcessorService:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             pp = PartitionProcessor(
-                self.settings, tp.partition, self.consumer, self.settings.processor_instance_id
+                self.settings, tp.partition, self.consumer, self.settings.processor_instance_id or "processor"
             )
             pp.open()
             self.partitions[tp.partition] = pp
@@ -197,7 +201,9 @@ class ProcessorService:
         if old is not None:
             old.close()
         committed = self.consumer.committed([TopicPartition(self.topics.commands, partition)], timeout=10)
-        pp = PartitionProcessor(self.settings, partition, self.consumer, self.settings.processor_instance_id)
+        pp = PartitionProcessor(
+            self.settings, partition, self.consumer, self.settings.processor_instance_id or "processor"
+        )
         pp.poison = poison
         pp.open()
         self.partitions[partition] = pp

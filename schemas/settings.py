@@ -23,18 +23,33 @@ class Settings(BaseSettings):
     # What /version advertises as the ingress endpoint (the CLI shows it).
     ingress_advertised_url: str | None = None
 
-    processor_group_id: str = "kinvoke-processor"
-    # Static group membership (KIP-345): a restarted processor with the same id takes its
-    # partitions back at once instead of waiting for the dead member's session to expire.
-    processor_instance_id: str = "processor-0"
+    # The processors' consumer group; default `{topic_prefix}-processor`, so installations with
+    # different prefixes on one cluster never share partitions.
+    processor_group_id: str | None = None
+    # Static group membership (KIP-345) only when an operator names the instance: a restarted
+    # processor with the same id then takes its partitions back without a rebalance. Unset, a
+    # processor is a dynamic member (two started with defaults never collide).
+    processor_instance_id: str | None = None
     processor_session_timeout_ms: int = 10_000
-    processor_poll_interval_s: float = 0.005
+    # A crashed processor's open transaction blocks read_committed readers of its partitions until
+    # the coordinator aborts it; keep it short, as Kafka Streams does under exactly-once.
+    processor_transaction_timeout_ms: int = 10_000
+    # Local, checkpointed copies of the partitions' changelog (a cache: always rebuildable from
+    # the changelog alone). Processors sharing a directory take separate slots in it.
+    state_dir: str = ".kinvoke/state"
 
+    # Which broker `kinvoke dev` / `kinvoke broker` run: Apache Kafka from the jars `setup.sh`
+    # fetched ("kafka"), or the pip-only emulator ("local", for machines without Java).
+    broker: str = Field(default="kafka", pattern="^(kafka|local)$")
     broker_data_dir: str = ".kinvoke/broker"
     broker_port: int = 9092
 
     log_format: str = Field(default="auto", description="auto | console | json")
     log_level: str = "info"
+
+    @property
+    def processor_group(self) -> str:
+        return self.processor_group_id or f"{self.topic_prefix}-processor"
 
     def ingress_url(self) -> str:
         return self.ingress_advertised_url or f"http://{self.ingress_host}:{self.ingress_port}/"
