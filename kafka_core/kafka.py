@@ -31,7 +31,9 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     """Create kinvoke's topics if missing; an existing topic with another partition count is an error."""
     admin = AdminClient(client_config(settings))
-    specs = Topics(settings.topic_prefix).specs(settings.partitions)
+    specs = Topics(settings.topic_prefix).specs(
+        settings.partitions, delete_retention_ms=settings.changelog_delete_retention_ms
+    )
     existing = admin.list_topics(timeout=timeout_s).topics
     created: list[str] = []
     missing: list[TopicSpec] = []

@@ -16,6 +16,7 @@ from kafka_core.kafka import read_to_end
 from processor import state_machine
 from processor.state_machine import InvokeAttempt, SendResult
 from processor.storage import PartitionStore
+from processor.validation import rejection
 from schemas import codec
 from schemas.records import AttemptEnded, Barrier, Command, Invoke
 from schemas.settings import Settings
@@ -68,11 +69,25 @@ def replay_partition(settings: Settings, partition: int) -> Iterator[tuple[dict,
     for msg in read_to_end(settings, Topics(settings.topic_prefix).commands, [partition]):
         try:
             command = Command.decode(msg.value() or b"")
-        except codec.DecodeError as e:
+        except (codec.DecodeError, ValueError) as e:
             report.undecodable += 1
             yield {"offset": msg.offset(), "undecodable": str(e)}, report
             continue
-        step = state_machine.apply(report.store, command)
+        # What the processor dead-lettered changed nothing: skip it the same way.
+        reason = rejection(command, partition, settings.partitions)
+        if reason is not None:
+            report.undecodable += 1
+            yield {"offset": msg.offset(), "dead_lettered": reason}, report
+            continue
+        try:
+            step = state_machine.apply(report.store, command)
+        except Exception as e:  # noqa: BLE001 - the processor dead-lettered it after a rollback
+            report.store.kv.rollback()
+            report.store.drop_caches()
+            report.undecodable += 1
+            yield {"offset": msg.offset(), "dead_lettered": f"the state machine failed on it: {e!r}"}, report
+            continue
+        report.store.kv.commit()
         report.commands += 1
         for key, value in step.writes:
             report.latest[key] = value

@@ -1,40 +1,57 @@
-"""The processor process: a consumer-group member on `commands` running its partitions.
+"""The processor process: a consumer-group member on `commands` running its partition tasks.
 
-Kafka is the distributed engine: partitions move between processors by the group protocol;
-a processor that gets a partition rebuilds its state from the changelog and goes on.
-The main thread owns the consumer and every partition store. Attempts against deployments run on
-an asyncio loop in a second thread; their outcomes come back through a queue and are written to
-`commands` in the partition's next transaction, so they reach the state machine like any input.
+Kafka is the distributed engine: partitions move between processors by the group protocol
+(cooperative-sticky; dynamic membership unless an operator names the instance). Exactly-once is
+Kafka's v2 (KIP-447): one transactional producer per processor carries the work of all its
+partitions, and each loop is one transaction — every running task's changelog writes, results,
+produced commands and consumed offsets — whose offset commit is fenced by the group generation,
+so a zombie cannot commit once the group has moved on.
+
+Outcomes from outside the state machine (attempts, timers) are appended to `commands` by the
+invoker and the timer service themselves and applied when read back, so the loop blocks on the
+consumer when idle and every commit carries as much as is waiting.
 """
 
 from __future__ import annotations
 
-import asyncio
 import queue
 import signal
 import threading
 import time
+import uuid
 from collections import defaultdict
-from concurrent.futures import Future
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from kafka_core.kafka import client_config, poll_batch
+from kafka_core.errors import Disposition, classify, describe
+from kafka_core.kafka import client_config, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
-from processor.invoker import AttemptRequest, AttemptResult, Failed, Invoker
-from processor.invoker.deployments import deployment_for
-from processor.partition import PartitionProcessor, PoisonCommand
-from processor.state_machine import InvokeAttempt
+from kafka_core.supervision import Unrecoverable, exit_code, fatal
+from processor import state_machine
+from processor.apply import PoisonCommand, apply_records
+from processor.effects import EffectProducer
+from processor.invoker import AttemptRequest
+from processor.invoker.service import InvokerService
+from processor.state_dir import Slot, StateDirectory
+from processor.state_machine import Action, InvokeAttempt, ScheduleTimer
 from processor.subscriptions import SubscriptionRunner
+from processor.task import PartitionTask
+from processor.task_manager import TaskManager
 from schemas.ids import InvocationId
-from schemas.partitioner import partition_of
-from schemas.records import AttemptEnded, Command, ResolvedCallee
-from schemas.service_protocol import Frame, MessageType, decode_message
+from schemas.partitioner import routing_key
+from schemas.records import Barrier, Command, Timer
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
+
+TXN_TIMEOUT_S = 30.0
+IDLE_POLL_S = 1.0
+BUSY_POLL_S = 0.05
 
 
 def now_ms() -> int:
@@ -42,269 +59,422 @@ def now_ms() -> int:
 
 
 class ProcessorService:
-    def __init__(self, settings: Settings, metadata: MetadataView | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metadata: MetadataView | None = None,
+        consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
+        producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
+        state_dir: StateDirectory | None = None,
+    ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.metadata = metadata or MetadataView(settings)
-        self.partitions: dict[int, PartitionProcessor] = {}
-        self.effects: queue.Queue[tuple[int, Command]] = queue.Queue()
-        self.in_flight: dict[tuple[str, int], Future[None]] = {}
+        self._consumer_factory = consumer_factory
+        self._producer_factory = producer_factory
+        self.state_dir = state_dir or StateDirectory(Path(settings.state_dir) / settings.topic_prefix)
+        self.slot: Slot | None = None
+        self.member = settings.processor_instance_id or ""
         self._stop = threading.Event()
-        self._loop = asyncio.new_event_loop()
-        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="invoker", daemon=True)
-        self._invoker: Invoker | None = None
+        self.effects = EffectProducer(settings)
+        self.invoker = InvokerService(self.metadata.registry, self.effects)
+        self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
-        self.consumer = Consumer(
-            client_config(
-                settings,
-                **{
-                    "group.id": settings.processor_group,
-                    **(
-                        {"group.instance.id": settings.processor_instance_id}
-                        if settings.processor_instance_id
-                        else {}
-                    ),
-                    "session.timeout.ms": settings.processor_session_timeout_ms,
-                    "enable.auto.commit": False,
-                    "auto.offset.reset": "earliest",
-                    "isolation.level": "read_committed",
-                    "enable.partition.eof": False,
-                },
-            )
-        )
+        self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
+        self._barriers: dict[int, str] = {}  # partition -> nonce of the barrier we wait for
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.transactions = 0
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self) -> None:
-        self.metadata.start()
-        self.subscriptions.start()
-        self._loop_thread.start()
-        self._invoker = asyncio.run_coroutine_threadsafe(self._make_invoker(), self._loop).result()
-        self.consumer.subscribe([self.topics.commands], on_assign=self._on_assign, on_revoke=self._on_revoke)
-        log.info(
-            "processor.started",
-            group=self.settings.processor_group,
-            instance=self.settings.processor_instance_id,
-            topic=self.topics.commands,
+    def transactional_id(self) -> str:
+        # A processor restarted in its slot reuses the id: init_transactions() then aborts what
+        # its crashed predecessor left open, at once instead of after the transaction timeout.
+        assert self.slot is not None
+        name = self.settings.processor_instance_id or self.slot.process_id
+        return f"{self.settings.topic_prefix}-processor-{name}"
+
+    def run(self) -> int:
+        self.slot = self.state_dir.claim_slot()
+        self.member = (
+            self.settings.processor_instance_id or f"slot-{self.slot.number}-{self.slot.process_id[:8]}"
         )
+        structlog.contextvars.bind_contextvars(processor=self.member)
         try:
+            self.metadata.start()
+            self.effects.start()
+            self.invoker.start()
+            self.tasks.start()
+            self.subscriptions.start()
+            self.producer = self._new_producer()
+            self.consumer = self._consumer_factory(self._consumer_config())
+            self.consumer.subscribe(
+                [self.topics.commands],
+                on_assign=self.tasks.on_assign,
+                on_revoke=self.tasks.on_revoke,
+                on_lost=self.tasks.on_lost,
+            )
+            log.info(
+                "processor.started",
+                group=self.settings.processor_group,
+                instance=self.settings.processor_instance_id,
+                transactional_id=self.transactional_id(),
+                state_dir=str(self.state_dir.root),
+                slot=self.slot.number,
+            )
             while not self._stop.is_set():
-                self._step()
+                self.step()
+        except Unrecoverable as e:
+            fatal("processor", str(e))
+        except Exception as e:
+            log.exception("processor.crashed")
+            fatal("processor", f"{type(e).__name__}: {e}")
         finally:
             self._shutdown()
+        return exit_code()
 
-    async def _make_invoker(self) -> Invoker:
-        return Invoker()
+    def _consumer_config(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {
+            "group.id": self.settings.processor_group,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "session.timeout.ms": self.settings.processor_session_timeout_ms,
+            "heartbeat.interval.ms": max(self.settings.processor_session_timeout_ms // 4, 100),
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "enable.partition.eof": False,
+        }
+        if self.settings.processor_instance_id:
+            extra["group.instance.id"] = self.settings.processor_instance_id
+        return client_config(self.settings, **extra)
+
+    def _new_producer(self) -> Producer:
+        producer = self._producer_factory(
+            producer_config(
+                self.settings,
+                **{
+                    "transactional.id": self.transactional_id(),
+                    "transaction.timeout.ms": self.settings.processor_transaction_timeout_ms,
+                    "linger.ms": 0,
+                },
+            )
+        )
+        producer.init_transactions(TXN_TIMEOUT_S)
+        return producer
 
     def _shutdown(self) -> None:
         log.info("processor.stopping")
-        try:
-            # A static member does not leave the group on close: restarted with the same
-            # instance id it takes its partitions back without a rebalance.
-            self.consumer.close()
-        except Exception:
-            log.warning("processor.consumer_close_failed", exc_info=True)
-        for pp in self.partitions.values():
-            pp.close()
-        self.partitions.clear()
-        if self._invoker is not None:
-            asyncio.run_coroutine_threadsafe(self._invoker.aclose(), self._loop).result(5)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._loop_thread.join(5)
         self.subscriptions.stop()
+        if self.consumer is not None:
+            try:
+                # A dynamic member leaves the group here: its partitions move at once. The
+                # revocation callback closes the tasks and cancels their attempts.
+                self.consumer.close()
+            except Exception:  # noqa: BLE001 - stopping anyway
+                log.warning("processor.consumer_close_failed", exc_info=True)
+        self.tasks.stop()
+        self.invoker.stop()
+        self.effects.stop()
+        if self.producer is not None:
+            self.producer.flush(5.0)
         self.metadata.stop()
-
-    # -- rebalancing ------------------------------------------------------------------------------
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            pp = PartitionProcessor(
-                self.settings, tp.partition, self.consumer, self.settings.processor_instance_id or "processor"
-            )
-            pp.open()
-            self.partitions[tp.partition] = pp
-        log.info("processor.assigned", partitions=sorted(self.partitions))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            pp = self.partitions.pop(tp.partition, None)
-            if pp is not None:
-                pp.close()
-            for key, fut in list(self.in_flight.items()):
-                if self._partition_of(key[0]) == tp.partition:
-                    fut.cancel()
-                    self.in_flight.pop(key, None)
-        log.info("processor.revoked", partitions=[tp.partition for tp in partitions])
-
-    def _partition_of(self, invocation_id: str) -> int:
-        return partition_of(InvocationId.parse(invocation_id).partition_key, self.settings.partitions)
+        if self.slot is not None:
+            self.slot.lock.release()
+        log.info("processor.stopped")
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def _step(self) -> None:
-        try:
-            messages = poll_batch(self.consumer, self.settings.processor_poll_interval_s)
-        except KafkaException:
-            log.exception("processor.consume_failed")
-            time.sleep(0.5)
-            return
+    def step(self) -> None:
+        assert self.consumer is not None
+        messages = poll_batch(self.consumer, self._poll_timeout_s())
+        for task in self.tasks.take_restored():
+            self._resume(task)
+        self._fire_timers()
+        if messages:
+            self.process(messages)
+        self._recover_caught_up()
+        self._check_components()
+
+    def _poll_timeout_s(self) -> float:
+        if self.tasks.restoring() or any(t.recovery_pending for t in self.tasks.running().values()):
+            return BUSY_POLL_S
+        if not self._timer_retries.empty():
+            return BUSY_POLL_S
+        due = [d for t in self.tasks.running().values() if (d := t.timers.next_due_ms()) is not None]
+        if not due:
+            return IDLE_POLL_S
+        return min(IDLE_POLL_S, max(0.0, (min(due) - now_ms()) / 1000))
+
+    def _check_components(self) -> None:
+        if not self.invoker.is_alive():
+            raise Unrecoverable("the invoker's event loop stopped")
+        if not self.tasks.restorer_alive():
+            raise Unrecoverable("the restorer thread stopped")
+
+    def process(self, messages: list[Message]) -> None:
+        """Apply a batch of every partition's records in one transaction."""
+        assert self.consumer is not None and self.producer is not None
         by_partition: dict[int, list[Message]] = defaultdict(list)
         for msg in messages:
-            if msg.error() is not None:
-                log.warning("processor.consume_error", error=str(msg.error()))
+            err = msg.error()
+            if err is not None:
+                if err.fatal():
+                    raise Unrecoverable(f"consumer: {err.str()}")
+                log.warning("processor.consume_error", error=err.str())
                 continue
-            by_partition[msg.partition()].append(msg)
-        effects: dict[int, list[Command]] = defaultdict(list)
-        while True:
-            try:
-                p, cmd = self.effects.get_nowait()
-            except queue.Empty:
-                break
-            effects[p].append(cmd)
-        now = now_ms()
-        for p, pp in self.partitions.items():
-            for fired in pp.due_timers(now):
-                effects[p].append(Command(timestamp_ms=now, body=fired))
-        for p in set(by_partition) | set(effects):
-            pp = self.partitions.get(p)
-            if pp is None:
-                continue  # revoked meanwhile: the new owner re-runs what was in flight
-            started = time.perf_counter()
-            try:
-                actions = pp.process(by_partition.get(p, []), effects.get(p, []))
-            except PoisonCommand as e:
-                # The store may hold half of that step: rebuild it, then dead-letter the command.
-                self._reopen(p, poison={**pp.poison, e.offset: e.reason})
-                continue
-            except Exception:
-                log.exception("partition.batch_failed", partition=p)
-                self._reopen(p, poison=pp.poison)
-                continue
-            log.debug(
-                "partition.batch",
-                partition=p,
-                commands=len(by_partition.get(p, [])),
-                effects=len(effects.get(p, [])),
-                ms=round((time.perf_counter() - started) * 1000, 2),
-            )
-            for action in actions:
-                self._dispatch(pp, action)
-
-    def _reopen(self, partition: int, poison: dict[int, str]) -> None:
-        """After a failed transaction the in-memory store may be ahead of the log: rebuild it and
-        re-read `commands` from the committed offset (effects of the aborted batch are re-run by
-        recovery, as after a crash)."""
-        old = self.partitions.pop(partition, None)
-        if old is not None:
-            old.close()
-        committed = self.consumer.committed([TopicPartition(self.topics.commands, partition)], timeout=10)
-        pp = PartitionProcessor(
-            self.settings, partition, self.consumer, self.settings.processor_instance_id or "processor"
-        )
-        pp.poison = poison
-        pp.open()
-        self.partitions[partition] = pp
-        offset = committed[0].offset if committed and committed[0].offset >= 0 else 0
-        self.consumer.seek(TopicPartition(self.topics.commands, partition, offset))
-
-    # -- invoking ---------------------------------------------------------------------------------
-
-    def _resolve_callees(self, entries: list[bytes]) -> list[ResolvedCallee]:
-        """Registry answers for the attempt's calls, recorded in the effect: the state machine
-        then needs no registry, and replaying the log gives the same children."""
-        registry = self.metadata.registry()
-        out: list[ResolvedCallee] = []
-        for raw in entries:
-            frame = Frame.parse(raw)
-            if frame.type not in (MessageType.CALL_COMMAND, MessageType.ONE_WAY_CALL_COMMAND):
-                continue
-            msg = decode_message(frame)
-            svc = registry.service(msg.service_name)
-            handler = registry.handler(msg.service_name, msg.handler_name)
-            if svc is None:
-                out.append(ResolvedCallee(error=f"service '{msg.service_name}' not found"))
-            elif handler is None:
-                out.append(
-                    ResolvedCallee(error=f"handler '{msg.handler_name}' of '{msg.service_name}' not found")
-                )
-            else:
-                out.append(ResolvedCallee(service_ty=svc.service_type, handler_ty=handler.handler_type))
-        return out
-
-    def _dispatch(self, pp: PartitionProcessor, action: InvokeAttempt) -> None:
-        key = (action.invocation_id, action.attempt)
-        if key in self.in_flight:
+            p = msg.partition()
+            assert p is not None
+            by_partition[p].append(msg)
+        running = self.tasks.running()
+        batch = {p: (running[p], msgs) for p, msgs in by_partition.items() if p in running}
+        if not batch:
             return
-        status = pp.store.status(action.invocation_id)
+        started = time.perf_counter()
+        actions: dict[int, list[Action]] = {}
+        try:
+            self.producer.begin_transaction()
+            for p, (task, msgs) in batch.items():
+                actions[p], barrier_seen = apply_records(task, msgs, self.producer, self._barriers.get(p))
+                if barrier_seen:
+                    self._barriers.pop(p, None)  # caught up: recovery may start
+            offsets = [
+                TopicPartition(self.topics.commands, p, _next_offset(msgs)) for p, (_, msgs) in batch.items()
+            ]
+            self.producer.send_offsets_to_transaction(
+                offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
+            )
+            self._commit_transaction()
+        except PoisonCommand as e:
+            self._abort(batch, f"command {e.partition}@{e.offset} failed")
+            task = batch[e.partition][0]
+            task.poison[e.offset] = e.reason
+            return
+        except KafkaException as e:
+            self._on_kafka_error(e, batch)
+            return
+        self.transactions += 1
+        self.producer.poll(0)  # delivery reports not yet served carry the changelog offsets
+        for task, msgs in batch.values():
+            task.committed_offset = _next_offset(msgs)
+            task.commit_store()
+        log.debug(
+            "processor.committed",
+            partitions=len(batch),
+            records=sum(len(m) for _, m in batch.values()),
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        for p, (task, _) in batch.items():
+            for action in actions.get(p, []):
+                self._run_action(task, action)
+
+    def _commit_transaction(self) -> None:
+        assert self.producer is not None
+        for _ in range(3):
+            try:
+                self.producer.commit_transaction(TXN_TIMEOUT_S)
+                return
+            except KafkaException as e:
+                if classify(e) != Disposition.RETRY:
+                    raise
+                log.warning("processor.commit_retry", error=describe(e))
+        self.producer.commit_transaction(TXN_TIMEOUT_S)
+
+    def _on_kafka_error(
+        self, e: KafkaException, batch: dict[int, tuple[PartitionTask, list[Message]]]
+    ) -> None:
+        disposition = classify(e)
+        log.warning("processor.transaction_failed", error=describe(e), disposition=disposition.value)
+        if disposition == Disposition.FENCED:
+            # Someone else holds our transactional id or our static member id: re-initialising
+            # would fence the rightful owner. Give everything up.
+            for task, _ in batch.values():
+                task.rollback_store()
+            raise Unrecoverable(f"fenced: {describe(e)}")
+        if disposition == Disposition.FATAL:
+            self._rollback(batch)
+            self._replace_producer()
+            return
+        # Abortable, retriable or a rebalance in progress: abort, roll back and re-read; if the
+        # partitions were taken from us, the rebalance callbacks close their tasks.
+        self._abort(batch, disposition.value)
+
+    def _abort(self, batch: dict[int, tuple[PartitionTask, list[Message]]], why: str) -> None:
+        assert self.producer is not None
+        try:
+            self.producer.abort_transaction(TXN_TIMEOUT_S)
+        except KafkaException as e:
+            if classify(e) == Disposition.FENCED:
+                raise Unrecoverable(f"fenced while aborting: {describe(e)}") from e
+            log.warning("processor.abort_failed", error=describe(e))
+            self._rollback(batch)
+            self._replace_producer()
+            return
+        log.info("processor.aborted", why=why, partitions=sorted(batch))
+        self._rollback(batch)
+
+    def _rollback(self, batch: dict[int, tuple[PartitionTask, list[Message]]]) -> None:
+        """Back to the last commit: stores rolled back, the batch's records read again."""
+        assert self.consumer is not None
+        for p, (task, _) in batch.items():
+            task.rollback_store()
+            if self.tasks.tasks.get(p) is task:
+                try:
+                    self.consumer.seek(TopicPartition(self.topics.commands, p, task.committed_offset))
+                except KafkaException as e:
+                    log.warning("processor.seek_failed", partition=p, error=describe(e))
+
+    def _replace_producer(self) -> None:
+        """A transactional producer in a fatal state (not fenced) is replaced; init_transactions
+        with the same id aborts whatever it left open."""
+        old, self.producer = self.producer, None
+        if old is not None:
+            try:
+                old.purge()
+            except Exception:  # noqa: BLE001 - it is being dropped
+                log.debug("processor.purge_failed", exc_info=True)
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self.producer = self._new_producer()
+                log.info("processor.producer_replaced")
+                return
+            except KafkaException as e:
+                if classify(e) == Disposition.FENCED:
+                    raise Unrecoverable(f"fenced: {describe(e)}") from e
+                log.warning("processor.producer_init_failed", error=describe(e), retry_in_s=delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    # -- tasks ----------------------------------------------------------------------------------
+
+    def _resume(self, task: PartitionTask) -> None:
+        assert self.consumer is not None and task.store is not None
+        task.mark_running()
+        tp = TopicPartition(self.topics.commands, task.partition, task.start_offset)
+        self.consumer.seek(tp)
+        self.consumer.resume([tp])
+        if self.settings.recovery_barrier:
+            # Emulator workaround (kept only for `--broker local`): its consumer position does not
+            # advance past an aborted batch at a partition's end, so "caught up" is detected by
+            # reading back a barrier we append ourselves.
+            nonce = uuid.uuid4().hex
+            self._barriers[task.partition] = nonce
+            barrier = Command(timestamp_ms=now_ms(), body=Barrier(owner=self.member, nonce=nonce))
+            self.effects.append(task.partition, b"", barrier)
+        log.info(
+            "task.running",
+            partition=task.partition,
+            from_offset=task.start_offset,
+            restored_records=task.restored_records,
+            restore_ms=task.restore_ms,
+            to_resume=len(task.store.invoked()),
+        )
+
+    def _recover_caught_up(self) -> None:
+        """Restart what the previous owner had running, once its last effects are applied (the
+        consumer has read everything that was in the partition when the task started)."""
+        for p, task in self.tasks.running().items():
+            if not task.recovery_pending or not self._caught_up(p, task):
+                continue
+            task.recovery_pending = False
+            assert task.store is not None
+            recovery = state_machine.recovery_actions(task.store)
+            if recovery:
+                log.info("task.recovering", partition=p, invocations=len(recovery))
+            for action in recovery:
+                self._run_action(task, action)
+
+    def _caught_up(self, partition: int, task: PartitionTask) -> bool:
+        if self.settings.recovery_barrier:
+            return partition not in self._barriers
+        if task.catch_up_offset <= task.start_offset:
+            return True
+        assert self.consumer is not None
+        [tp] = self.consumer.position([TopicPartition(self.topics.commands, partition)])
+        return tp.offset >= task.catch_up_offset
+
+    def _on_task_closed(self, task: PartitionTask) -> None:
+        self.invoker.cancel_partition(task.partition)
+        self._barriers.pop(task.partition, None)
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def _run_action(self, task: PartitionTask, action: Action) -> None:
+        try:
+            if isinstance(action, ScheduleTimer):
+                task.timers.schedule(action.timer)
+            elif isinstance(action, InvokeAttempt):
+                self._invoke(task, action)
+        except Exception:  # noqa: BLE001 - one bad action must not stop the partition
+            log.exception("processor.action_failed", partition=task.partition, action=repr(action))
+
+    def _invoke(self, task: PartitionTask, action: InvokeAttempt) -> None:
+        assert task.store is not None
+        status = task.store.status(action.invocation_id)
         if status is None:
             return
-        journal = [e.frame for e in pp.store.journal(action.invocation_id)]
         inv = InvocationId.parse(action.invocation_id)
+        key = status.target.key
         request = AttemptRequest(
             invocation_id=action.invocation_id,
             invocation_id_raw=inv.to_bytes(),
             service=status.target.service,
             handler=status.target.handler,
-            key=status.target.key,
-            journal=journal,
+            key=key,
+            journal=[e.frame for e in task.store.journal(action.invocation_id)],
             # Eager state: the object's whole state travels in the StartMessage.
-            state=pp.store.state_of(status.target.service, status.target.key) if status.target.key else {},
+            state=task.store.state_of(status.target.service, key) if key is not None else {},
             retry_count_since_last_stored_entry=status.retry_count_since_last_stored_entry,
             duration_since_last_stored_entry_ms=max(0, now_ms() - status.last_stored_entry_at_ms),
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
         )
-        fut = asyncio.run_coroutine_threadsafe(
-            self._attempt(pp.partition, action, status.deployment_id, status.target.service, request),
-            self._loop,
-        )
-        self.in_flight[key] = fut
-        fut.add_done_callback(lambda _f, k=key: self.in_flight.pop(k, None))
+        self.invoker.invoke(task.partition, action, request, status.deployment_id, status.target.service)
 
-    async def _attempt(
-        self, partition: int, action: InvokeAttempt, pinned: str | None, service: str, request: AttemptRequest
-    ) -> None:
-        log.debug("attempt.start", invocation_id=request.invocation_id, attempt=action.attempt)
-        delay = (action.not_before_ms - now_ms()) / 1000
-        if delay > 0:
-            await asyncio.sleep(delay)
-        deployment = deployment_for(self.metadata.registry(), service, pinned)
-        if deployment is None:
-            result = AttemptResult(
-                new_entries=[],
-                outcome=Failed(code=500, message=f"no deployment registered for service '{service}'"),
-                protocol_version=0,
-                server=None,
-            )
-            deployment_id = pinned or ""
-        else:
-            deployment_id, target = deployment
-            assert self._invoker is not None
-            result = await self._invoker.run_attempt(target, request)
-        log.info(
-            "attempt.ended",
-            invocation_id=request.invocation_id,
-            attempt=action.attempt,
-            outcome=type(result.outcome).__name__,
-            new_entries=len(result.new_entries),
-        )
-        effect = AttemptEnded(
-            callees=self._resolve_callees(result.new_entries),
-            invocation_id=request.invocation_id,
-            attempt=action.attempt,
-            deployment_id=deployment_id,
-            protocol_version=result.protocol_version,
-            server=result.server,
-            new_entries=list(result.new_entries),
-            outcome=result.outcome,
-        )
-        self.effects.put((partition, Command(timestamp_ms=now_ms(), body=effect)))
+    def _fire_timers(self) -> None:
+        """Due timers become TimerFired commands, appended to their partition (no transaction:
+        firing twice is harmless, the state machine applies a timer once)."""
+        running = self.tasks.running()
+        while True:
+            try:
+                p, timer = self._timer_retries.get_nowait()
+            except queue.Empty:
+                break
+            if p in running:
+                running[p].timers.schedule(timer)
+        now = now_ms()
+        for p, task in running.items():
+            assert task.store is not None
+            for fired in task.timers.due(now, task.store):
+                key = routing_key(InvocationId.parse(fired.invocation_id).partition_key)
+                fut = self.effects.append(p, key, Command(timestamp_ms=now, body=fired))
+                timer = Timer(
+                    invocation_id=fired.invocation_id,
+                    completion_id=fired.completion_id,
+                    wake_up_at_ms=fired.wake_up_at_ms,
+                )
+
+                def retry(f: Any, p: int = p, timer: Timer = timer) -> None:
+                    if f.exception() is not None:
+                        log.warning("timer.append_failed", partition=p, error=str(f.exception()))
+                        self._timer_retries.put((p, timer))
+
+                fut.add_done_callback(retry)
 
 
-def run_processor(settings: Settings) -> None:
+def _next_offset(msgs: list[Message]) -> int:
+    offset = msgs[-1].offset()
+    assert offset is not None
+    return offset + 1
+
+
+def run_processor(settings: Settings) -> int:
     service = ProcessorService(settings)
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
     signal.signal(signal.SIGINT, lambda *_: service.stop())
-    service.run()
+    return service.run()

@@ -1,92 +1,168 @@
-"""The partition's state: an in-memory view of its slice of the compacted changelog.
+"""The partition's state as the state machine sees it: a view of its slice of the changelog.
 
-As in Kafka Streams, the changelog is the store; this is only a materialised view of it. Every
-change goes through `Transaction`, which records the changelog writes the processor produces.
+As in Kafka Streams, the changelog is the store; this is a materialised copy of it, kept in a
+`ChangelogStore` (SQLite: on disk and checkpointed for a processor, in memory for replay and
+tests), with decoded records cached for the invocations being worked on. Every change goes
+through `put()` — both the state machine's writes (via `Transaction`) and records restored from
+the changelog — so the two paths cannot drift apart.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from kafka_core.changelog_store import ChangelogStore
 from schemas import changelog
-from schemas.records import InvocationStatus, JournalEntry, ObjectStatus, Promise, StateEntry, Timer
+from schemas.records import (
+    InvocationPhase,
+    InvocationStatus,
+    JournalEntry,
+    ObjectStatus,
+    Promise,
+    StateEntry,
+    Timer,
+)
 
 ObjectId = tuple[str, str]  # (service, key)
+_CACHE_LIMIT = 20_000  # decoded invocations kept; the rest is read from the store when needed
 
 
-@dataclass
 class PartitionStore:
-    partition: int
-    statuses: dict[str, InvocationStatus] = field(default_factory=dict)
-    journals: dict[str, list[JournalEntry]] = field(default_factory=dict)
-    objects: dict[ObjectId, ObjectStatus] = field(default_factory=dict)
-    state: dict[ObjectId, dict[bytes, bytes]] = field(default_factory=dict)
-    timers: dict[tuple[str, int], Timer] = field(default_factory=dict)  # (invocation id, completion id)
-    promises: dict[tuple[str, str, str], Promise] = field(default_factory=dict)  # (service, key, name)
+    def __init__(self, partition: int, kv: ChangelogStore | None = None) -> None:
+        self.partition = partition
+        self.kv = kv if kv is not None else ChangelogStore()
+        # Derived from status records, so recovery need not decode every status.
+        self.kv.db.execute(
+            "CREATE TABLE IF NOT EXISTS invoked (invocation_id TEXT PRIMARY KEY) WITHOUT ROWID"
+        )
+        self._statuses: dict[str, InvocationStatus | None] = {}
+        self._journals: dict[str, list[JournalEntry]] = {}
+
+    # -- reads ----------------------------------------------------------------------------------
 
     def status(self, invocation_id: str) -> InvocationStatus | None:
-        return self.statuses.get(invocation_id)
+        if invocation_id in self._statuses:
+            return self._statuses[invocation_id]
+        raw = self.kv.get(changelog.status_key(invocation_id))
+        status = None if raw is None else InvocationStatus.decode(raw)
+        self._cache(self._statuses, invocation_id, status)
+        return status
 
     def journal(self, invocation_id: str) -> list[JournalEntry]:
-        return self.journals.get(invocation_id, [])
+        """The invocation's journal (the cached list itself: read-only for callers)."""
+        entries = self._journals.get(invocation_id)
+        if entries is None:
+            prefix = changelog.journal_key(invocation_id, 0)[: -len("0000000000")]
+            entries = [JournalEntry.decode(v) for _, v in self.kv.scan(prefix)]
+            self._cache(self._journals, invocation_id, entries)
+        return entries
 
     def object(self, service: str, key: str) -> ObjectStatus:
-        return self.objects.get((service, key)) or ObjectStatus(service=service, key=key)
+        raw = self.kv.get(changelog.object_key(service, key))
+        return ObjectStatus.decode(raw) if raw is not None else ObjectStatus(service=service, key=key)
+
+    def state_value(self, service: str, key: str, name: bytes) -> bytes | None:
+        raw = self.kv.get(changelog.state_key(service, key, name))
+        return None if raw is None else StateEntry.decode(raw).value
 
     def state_of(self, service: str, key: str) -> dict[bytes, bytes]:
-        return dict(self.state.get((service, key), {}))
+        prefix = changelog.state_key(service, key, b"")
+        return {(e := StateEntry.decode(v)).state_key: e.value for _, v in self.kv.scan(prefix)}
 
-    def restore(self, key: str, value: bytes | None) -> None:
-        """Apply one changelog record read while rebuilding the partition."""
-        k = changelog.parse_key(key)
-        if k.kind == changelog.STATUS:
-            if value is None:
-                self.statuses.pop(k.invocation_id, None)
+    def promise(self, service: str, key: str, name: str) -> Promise | None:
+        raw = self.kv.get(changelog.promise_key(service, key, name))
+        return None if raw is None else Promise.decode(raw)
+
+    def timer(self, wake_up_at_ms: int, invocation_id: str, completion_id: int) -> Timer | None:
+        raw = self.kv.get(changelog.timer_key(wake_up_at_ms, invocation_id, completion_id))
+        return None if raw is None else Timer.decode(raw)
+
+    def timers_after(self, after_key: str | None, limit: int) -> list[tuple[str, Timer]]:
+        """Pending timers in firing order, after the key `after_key`."""
+        return [
+            (k, Timer.decode(v)) for k, v in self.kv.scan(f"{changelog.TIMER}/", after=after_key, limit=limit)
+        ]
+
+    def invoked(self) -> list[str]:
+        """Invocations whose attempts were running: a new owner restarts them."""
+        return [r[0] for r in self.kv.db.execute("SELECT invocation_id FROM invoked ORDER BY invocation_id")]
+
+    # -- whole-store views (replay, tests, introspection) --------------------------------------
+
+    def statuses(self) -> Iterator[InvocationStatus]:
+        for _, v in self.kv.scan(f"{changelog.STATUS}/"):
+            yield InvocationStatus.decode(v)
+
+    def journals(self) -> dict[str, list[JournalEntry]]:
+        out: dict[str, list[JournalEntry]] = {}
+        for _, v in self.kv.scan(f"{changelog.JOURNAL}/"):
+            entry = JournalEntry.decode(v)
+            out.setdefault(entry.invocation_id, []).append(entry)
+        return out
+
+    def timers(self) -> dict[tuple[str, int], Timer]:
+        return {(t.invocation_id, t.completion_id): t for _, t in self.timers_after(None, -1)}
+
+    def objects(self) -> dict[ObjectId, ObjectStatus]:
+        return {
+            ((o := ObjectStatus.decode(v)).service, o.key): o for _, v in self.kv.scan(f"{changelog.OBJECT}/")
+        }
+
+    def promises(self) -> list[Promise]:
+        return [Promise.decode(v) for _, v in self.kv.scan(f"{changelog.PROMISE}/")]
+
+    def state(self) -> dict[ObjectId, dict[bytes, bytes]]:
+        out: dict[ObjectId, dict[bytes, bytes]] = {}
+        for _, v in self.kv.scan(f"{changelog.STATE}/"):
+            e = StateEntry.decode(v)
+            out.setdefault((e.service, e.key), {})[e.state_key] = e.value
+        return out
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def put(self, key: str, value: bytes | None, decoded: object = None) -> None:
+        """Apply one changelog record (restored, or written by the state machine)."""
+        self.kv.put(key, value)
+        kind = key.split("/", 1)[0]
+        if kind == changelog.STATUS:
+            invocation_id = key[len(changelog.STATUS) + 1 :]
+            status = None if value is None else (decoded or InvocationStatus.decode(value))
+            assert status is None or isinstance(status, InvocationStatus)
+            self._cache(self._statuses, invocation_id, status)
+            if status is not None and status.phase == InvocationPhase.INVOKED:
+                self.kv.db.execute("INSERT OR IGNORE INTO invoked VALUES (?)", (invocation_id,))
             else:
-                self.statuses[k.invocation_id] = InvocationStatus.decode(value)
-        elif k.kind == changelog.JOURNAL:
-            self._restore_journal(k, value)
-        elif k.kind == changelog.TIMER:
+                self.kv.db.execute("DELETE FROM invoked WHERE invocation_id = ?", (invocation_id,))
+        elif kind == changelog.JOURNAL:
+            k = changelog.parse_key(key)
+            entries = self._journals.get(k.invocation_id)
+            if entries is None:
+                return
             assert k.index is not None
             if value is None:
-                self.timers.pop((k.invocation_id, k.index), None)
-            else:
-                self.timers[(k.invocation_id, k.index)] = Timer.decode(value)
-        elif k.kind == changelog.PROMISE:
-            ident = (k.service, k.key, k.state_key.decode())
-            if value is None:
-                self.promises.pop(ident, None)
-            else:
-                self.promises[ident] = Promise.decode(value)
-        elif k.kind == changelog.OBJECT:
-            if value is None:
-                self.objects.pop((k.service, k.key), None)
-            else:
-                self.objects[(k.service, k.key)] = ObjectStatus.decode(value)
-        else:
-            entries = self.state.setdefault((k.service, k.key), {})
-            if value is None:
-                entries.pop(k.state_key, None)
-            else:
-                entries[k.state_key] = StateEntry.decode(value).value
-            if not entries:
-                del self.state[(k.service, k.key)]
+                del entries[k.index :]
+                return
+            entry = decoded if isinstance(decoded, JournalEntry) else JournalEntry.decode(value)
+            if k.index == len(entries):
+                entries.append(entry)
+            elif k.index < len(entries):
+                entries[k.index] = entry
+            else:  # compaction never drops a live journal entry, so a gap is a bug worth hearing about
+                raise ValueError(f"journal gap for {k.invocation_id}: index {k.index} after {len(entries)}")
 
-    def _restore_journal(self, k: changelog.ChangelogKey, value: bytes | None) -> None:
-        entries = self.journals.setdefault(k.invocation_id, [])
-        assert k.index is not None
-        if value is None:
-            del entries[k.index :]
-            if not entries:
-                self.journals.pop(k.invocation_id, None)
-            return
-        entry = JournalEntry.decode(value)
-        if k.index == len(entries):
-            entries.append(entry)
-        elif k.index < len(entries):
-            entries[k.index] = entry
-        else:  # compaction never drops a live journal entry, so a gap is a bug worth hearing about
-            raise ValueError(f"journal gap for {k.invocation_id}: index {k.index} after {len(entries)}")
+    restore = put
+
+    def drop_caches(self) -> None:
+        """After a rollback: the decoded copies may hold writes that were never committed."""
+        self._statuses.clear()
+        self._journals.clear()
+
+    @staticmethod
+    def _cache(table: dict, key: str, value: object) -> None:  # type: ignore[type-arg]
+        if len(table) >= _CACHE_LIMIT and key not in table:
+            table.clear()
+        table[key] = value
 
 
 @dataclass
@@ -96,63 +172,52 @@ class Transaction:
     store: PartitionStore
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)
 
+    def _write(self, key: str, value: bytes | None, decoded: object = None) -> None:
+        self.store.put(key, value, decoded)
+        self.writes.append((key, value))
+
     def put_status(self, status: InvocationStatus) -> None:
-        self.store.statuses[status.invocation_id] = status
-        self.writes.append((changelog.status_key(status.invocation_id), status.encode()))
+        self._write(changelog.status_key(status.invocation_id), status.encode(), status)
 
     def purge_invocation(self, invocation_id: str) -> None:
         """Forget an invocation: tombstones for its status and every journal entry."""
-        self.store.statuses.pop(invocation_id, None)
-        self.writes.append((changelog.status_key(invocation_id), None))
-        for entry in self.store.journals.pop(invocation_id, []):
-            self.writes.append((changelog.journal_key(invocation_id, entry.index), None))
+        entries = list(self.store.journal(invocation_id))
+        self._write(changelog.status_key(invocation_id), None)
+        for entry in entries:
+            self._write(changelog.journal_key(invocation_id, entry.index), None)
 
     def append_journal(self, entry: JournalEntry) -> None:
-        entries = self.store.journals.setdefault(entry.invocation_id, [])
-        if entry.index != len(entries):
-            raise ValueError(f"journal append at {entry.index} but length is {len(entries)}")
-        entries.append(entry)
-        self.writes.append((changelog.journal_key(entry.invocation_id, entry.index), entry.encode()))
+        length = len(self.store.journal(entry.invocation_id))
+        if entry.index != length:
+            raise ValueError(f"journal append at {entry.index} but length is {length}")
+        self._write(changelog.journal_key(entry.invocation_id, entry.index), entry.encode(), entry)
 
     def put_timer(self, timer: Timer) -> None:
-        self.store.timers[(timer.invocation_id, timer.completion_id)] = timer
         key = changelog.timer_key(timer.wake_up_at_ms, timer.invocation_id, timer.completion_id)
-        self.writes.append((key, timer.encode()))
+        self._write(key, timer.encode())
 
     def delete_timer(self, timer: Timer) -> None:
-        self.store.timers.pop((timer.invocation_id, timer.completion_id), None)
-        self.writes.append(
-            (changelog.timer_key(timer.wake_up_at_ms, timer.invocation_id, timer.completion_id), None)
-        )
+        self._write(changelog.timer_key(timer.wake_up_at_ms, timer.invocation_id, timer.completion_id), None)
 
     def put_promise(self, promise: Promise) -> None:
-        self.store.promises[(promise.service, promise.key, promise.name)] = promise
-        self.writes.append(
-            (changelog.promise_key(promise.service, promise.key, promise.name), promise.encode())
-        )
+        self._write(changelog.promise_key(promise.service, promise.key, promise.name), promise.encode())
 
     def put_object(self, obj: ObjectStatus) -> None:
         """An unlocked object with an empty inbox is deleted (a tombstone), not stored."""
         key = changelog.object_key(obj.service, obj.key)
         if obj.locked_by is None and not obj.inbox:
-            self.store.objects.pop((obj.service, obj.key), None)
-            self.writes.append((key, None))
+            self._write(key, None)
         else:
-            self.store.objects[(obj.service, obj.key)] = obj
-            self.writes.append((key, obj.encode()))
+            self._write(key, obj.encode())
 
     def set_state(self, service: str, key: str, name: bytes, value: bytes) -> None:
-        self.store.state.setdefault((service, key), {})[name] = value
         entry = StateEntry(service=service, key=key, state_key=name, value=value)
-        self.writes.append((changelog.state_key(service, key, name), entry.encode()))
+        self._write(changelog.state_key(service, key, name), entry.encode())
 
     def clear_state(self, service: str, key: str, name: bytes) -> None:
-        entries = self.store.state.get((service, key), {})
-        if entries.pop(name, None) is not None:
-            self.writes.append((changelog.state_key(service, key, name), None))
-        if not entries:
-            self.store.state.pop((service, key), None)
+        if self.store.state_value(service, key, name) is not None:
+            self._write(changelog.state_key(service, key, name), None)
 
     def clear_all_state(self, service: str, key: str) -> None:
-        for name in list(self.store.state.get((service, key), {})):
+        for name in sorted(self.store.state_of(service, key)):
             self.clear_state(service, key, name)

@@ -37,11 +37,17 @@ class Settings(BaseSettings):
     # Local, checkpointed copies of the partitions' changelog (a cache: always rebuildable from
     # the changelog alone). Processors sharing a directory take separate slots in it.
     state_dir: str = ".kinvoke/state"
+    # The changelog's delete.retention.ms: how long compaction keeps tombstones. A local copy
+    # older than this is discarded (it could miss a deletion).
+    changelog_delete_retention_ms: int = 24 * 3600 * 1000
 
     # Which broker `kinvoke dev` / `kinvoke broker` run: Apache Kafka from the jars `setup.sh`
     # fetched ("kafka"), or the pip-only emulator ("local", for machines without Java).
     broker: str = Field(default="kafka", pattern="^(kafka|local)$")
     broker_data_dir: str = ".kinvoke/broker"
+    # Set by `kinvoke dev --broker local`: the emulator's consumer position does not advance past
+    # an aborted batch at a partition's end, so processors detect catch-up with a barrier record.
+    recovery_barrier: bool = False
     broker_port: int = 9092
 
     log_format: str = Field(default="auto", description="auto | console | json")

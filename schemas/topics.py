@@ -38,13 +38,19 @@ class Topics:
     def commands_dlq(self) -> str:
         return f"{self.prefix}.commands.dlq"
 
-    def specs(self, partitions: int, results_partitions: int = 4) -> list[TopicSpec]:
+    def specs(
+        self, partitions: int, results_partitions: int = 4, delete_retention_ms: int = DAY_MS
+    ) -> list[TopicSpec]:
         """`changelog` is co-partitioned with `commands`: same count, same partition per record."""
         return [
             TopicSpec(
                 self.commands, partitions, {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}
             ),
-            TopicSpec(self.changelog, partitions, {"cleanup.policy": "compact"}),
+            TopicSpec(
+                self.changelog,
+                partitions,
+                {"cleanup.policy": "compact", "delete.retention.ms": str(delete_retention_ms)},
+            ),
             TopicSpec(
                 self.results, results_partitions, {"cleanup.policy": "delete", "retention.ms": str(DAY_MS)}
             ),

@@ -24,7 +24,7 @@ def _promise(ctx: StepContext, status: InvocationStatus, frame: Frame, name: str
     target = status.target
     if target.service_ty != ServiceType.WORKFLOW or target.key is None:
         raise EntryRejected(571, f"{frame.name} is only allowed in workflow handlers")
-    found = ctx.txn.store.promises.get((target.service, target.key, name))
+    found = ctx.txn.store.promise(target.service, target.key, name)
     return found or Promise(service=target.service, key=target.key, name=name)
 
 

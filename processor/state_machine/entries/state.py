@@ -53,7 +53,7 @@ def get_eager(ctx: StepContext, status: InvocationStatus, frame: Frame, message:
 def get_lazy_state(ctx: StepContext, status: InvocationStatus, frame: Frame, message: Any) -> None:
     service, key = _object(status, frame, write=False)
     ctx.append_entry(status, frame.encode(), is_command=True)
-    value = ctx.txn.store.state.get((service, key), {}).get(message.key)
+    value = ctx.txn.store.state_value(service, key, message.key)
     note = notification(
         MessageType.GET_LAZY_STATE_COMPLETION_NOTIFICATION,
         completion_id=message.result_completion_id,
@@ -65,7 +65,7 @@ def get_lazy_state(ctx: StepContext, status: InvocationStatus, frame: Frame, mes
 def get_lazy_state_keys(ctx: StepContext, status: InvocationStatus, frame: Frame, message: Any) -> None:
     service, key = _object(status, frame, write=False)
     ctx.append_entry(status, frame.encode(), is_command=True)
-    keys = sorted(ctx.txn.store.state.get((service, key), {}))
+    keys = sorted(ctx.txn.store.state_of(service, key))
     note = notification(
         MessageType.GET_LAZY_STATE_KEYS_COMPLETION_NOTIFICATION,
         completion_id=message.result_completion_id,

@@ -9,8 +9,9 @@ from schemas.records import InvocationPhase
 
 def actions(store: PartitionStore) -> list[Action]:
     out: list[Action] = []
-    for status in store.statuses.values():
-        if status.phase == InvocationPhase.INVOKED:  # scheduled ones start from their timer
+    for invocation_id in store.invoked():  # scheduled ones start from their timer
+        status = store.status(invocation_id)
+        if status is not None and status.phase == InvocationPhase.INVOKED:
             not_before = status.next_retry_at_ms or 0
             out.append(InvokeAttempt(status.invocation_id, attempt=status.attempt, not_before_ms=not_before))
     return out

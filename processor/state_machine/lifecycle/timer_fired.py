@@ -10,7 +10,7 @@ from schemas.service_protocol import MessageType, notification
 
 
 def apply(ctx: StepContext, cmd: TimerFired) -> None:
-    timer = ctx.txn.store.timers.get((cmd.invocation_id, cmd.completion_id))
+    timer = ctx.txn.store.timer(cmd.wake_up_at_ms, cmd.invocation_id, cmd.completion_id)
     if timer is None:
         return  # fired before (a redelivery), or the invocation is gone
     ctx.txn.delete_timer(timer)

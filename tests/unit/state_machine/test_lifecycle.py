@@ -198,8 +198,8 @@ def test_replaying_the_log_reproduces_the_changelog_and_restore_rebuilds_the_sto
     restored = PartitionStore(0)
     for key, value in sm.writes:
         restored.restore(key, value)
-    assert restored.statuses == sm.store.statuses
-    assert restored.journals == sm.store.journals
+    assert list(restored.statuses()) == list(sm.store.statuses())
+    assert restored.journals() == sm.store.journals()
 
 
 def test_recovery_restarts_running_invocations_only(sm: Harness) -> None:
@@ -217,9 +217,9 @@ def test_a_barrier_changes_nothing(sm: Harness) -> None:
     from schemas.records import Barrier, Command
 
     sm.apply(invoke())
-    before = (len(sm.writes), dict(sm.store.statuses))
+    before = (len(sm.writes), list(sm.store.statuses()))
     assert sm.apply(Command(timestamp_ms=5000, body=Barrier(owner="processor-0", nonce="n"))) == []
-    assert (len(sm.writes), dict(sm.store.statuses)) == before
+    assert (len(sm.writes), list(sm.store.statuses())) == before
 
 
 def test_idempotent_send_is_acknowledged_and_a_repeat_is_previously_accepted(sm: Harness) -> None:
@@ -253,20 +253,20 @@ def test_sleep_stores_a_timer_and_its_firing_resumes_the_invocation(sm: Harness)
     actions = sm.apply(attempt(2000, 1, [sleep(1)], Suspended(waiting_completions=[1], waiting_signals=[1])))
     timer = Timer(invocation_id=INV, completion_id=1, wake_up_at_ms=5000)
     assert actions == [ScheduleTimer(timer)]
-    assert sm.store.timers == {(INV, 1): timer}
+    assert sm.store.timers() == {(INV, 1): timer}
     assert sm.store.status(INV).phase == InvocationPhase.SUSPENDED  # type: ignore[union-attr]
     fired = Command(
         timestamp_ms=5001, body=TimerFired(invocation_id=INV, completion_id=1, wake_up_at_ms=5000)
     )
     assert sm.apply(fired) == [InvokeAttempt(INV, attempt=2)]
-    assert sm.store.timers == {}
+    assert sm.store.timers() == {}
     assert journal_types(sm)[-1] == MessageType.SLEEP_COMPLETION_NOTIFICATION
     before = len(sm.writes)
     assert sm.apply(fired) == [] and len(sm.writes) == before  # fired twice: once counts
     restored = PartitionStore(0)
     for key, value in sm.writes:
         restored.restore(key, value)
-    assert restored.timers == {}
+    assert restored.timers() == {}
 
 
 def test_get_output_answers_unknown_not_ready_done_and_attaches(sm: Harness) -> None:
@@ -303,4 +303,4 @@ def test_a_delayed_invocation_starts_from_a_durable_timer(sm: Harness) -> None:
     )
     assert sm.apply(fired) == [InvokeAttempt(INV, attempt=1)]
     assert sm.store.status(INV).phase == InvocationPhase.INVOKED  # type: ignore[union-attr]
-    assert sm.store.timers == {}
+    assert sm.store.timers() == {}

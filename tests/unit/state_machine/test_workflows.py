@@ -87,7 +87,7 @@ def test_a_promise_completes_once(sm: Harness) -> None:
     )
     second = last_note(sm, CONFIRM)
     assert (second.failure.code, second.failure.message) == (409, "promise was already completed")
-    assert sm.store.promises[("Signup", "wf-1", "confirmation")].result.value == b"1"  # type: ignore[union-attr]
+    assert sm.store.promise("Signup", "wf-1", "confirmation").result.value == b"1"  # type: ignore[union-attr]
 
 
 def test_the_run_handler_runs_once_per_key(sm: Harness) -> None:

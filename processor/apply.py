@@ -1,0 +1,129 @@
+"""Applying a task's records inside the processor's open transaction.
+
+Everything a command produces goes to Kafka through the transactional producer: changelog
+writes to the task's own changelog partition (co-partitioning), answers to `results`, commands
+for other invocations to their partitions, dead letters to `commands.dlq`. The same writes go to
+the task's store (uncommitted there until Kafka commits).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import structlog
+from confluent_kafka import KafkaError, Message
+
+from processor import state_machine
+from processor.state_machine import (
+    Action,
+    InvokeAttempt,
+    ProduceCommand,
+    ScheduleTimer,
+    SendAccepted,
+    SendResult,
+)
+from processor.task import PartitionTask
+from processor.validation import rejection
+from schemas import codec
+from schemas.partitioner import routing_key
+from schemas.records import Barrier, Command
+from schemas.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+
+class Sink(Protocol):
+    """What of a (transactional) producer applying needs; confluent_kafka.Producer is one."""
+
+    def produce(
+        self, topic: str, value: Any = ..., key: Any = ..., partition: int = ..., **kwargs: Any
+    ) -> None: ...
+
+
+class PoisonCommand(Exception):
+    """A command the state machine failed on: the batch is aborted and, when it is applied
+    again, that command is dead-lettered instead."""
+
+    def __init__(self, partition: int, offset: int, reason: str) -> None:
+        super().__init__(reason)
+        self.partition = partition
+        self.offset = offset
+        self.reason = reason
+
+
+def apply_records(
+    task: PartitionTask, messages: list[Message], sink: Sink, barrier_nonce: str | None = None
+) -> tuple[list[Action], bool]:
+    """Apply `messages` (all of `task`'s partition, in order). Returns the actions to run after
+    commit and whether this task's own barrier came by (recovery may start)."""
+    assert task.store is not None
+    topics = task.topics
+    actions: list[Action] = []
+    barrier_seen = False
+    for msg in messages:
+        offset = msg.offset()
+        assert offset is not None
+        if offset in task.poison:
+            dead_letter(topics, task.partition, msg, task.poison[offset], sink)
+            continue
+        try:
+            command = Command.decode(msg.value() or b"")
+        except (codec.DecodeError, ValueError) as e:
+            dead_letter(topics, task.partition, msg, f"not a kinvoke command: {e}", sink)
+            continue
+        reason = rejection(command, task.partition, task.settings.partitions)
+        if reason is not None:
+            dead_letter(topics, task.partition, msg, reason, sink)
+            continue
+        if isinstance(command.body, Barrier):
+            barrier_seen |= barrier_nonce is not None and command.body.nonce == barrier_nonce
+            continue
+        try:
+            step = state_machine.apply(task.store, command)
+        except Exception as e:
+            log.exception("command.failed", partition=task.partition, offset=offset)
+            raise PoisonCommand(
+                task.partition, offset, f"the state machine failed on this command: {e!r}"
+            ) from e
+        _write_changelog(task, step.writes, sink)
+        for action in step.actions:
+            if isinstance(action, SendResult | SendAccepted):
+                published = action.result if isinstance(action, SendResult) else action.accepted
+                sink.produce(topics.results, key=published.invocation_id.encode(), value=published.encode())
+            elif isinstance(action, ProduceCommand):
+                # Kafka's default partitioner on the routing key: the target's own partition.
+                sink.produce(
+                    topics.commands, key=routing_key(action.partition_key), value=action.command.encode()
+                )
+            elif isinstance(action, InvokeAttempt | ScheduleTimer):
+                actions.append(action)
+    return actions, barrier_seen
+
+
+def _write_changelog(task: PartitionTask, writes: list[tuple[str, bytes | None]], sink: Sink) -> None:
+    if not writes:
+        return
+    topic = task.topics.changelog
+    for key, value in writes[:-1]:
+        sink.produce(topic, key=key.encode(), value=value, partition=task.partition)
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        # The store's checkpoint: the changelog offset after this task's latest record.
+        offset = msg.offset()
+        if err is None and offset is not None and offset >= 0:
+            task.changelog_next = max(task.changelog_next or 0, offset + 1)
+
+    key, value = writes[-1]
+    sink.produce(topic, key=key.encode(), value=value, partition=task.partition, on_delivery=on_delivery)
+
+
+def dead_letter(topics: Topics, partition: int, msg: Message, reason: str, sink: Sink) -> None:
+    log.warning("command.dead_letter", partition=partition, offset=msg.offset(), reason=reason)
+    headers: list[tuple[str, bytes]] = [(k, v or b"") for k, v in (msg.headers() or [])]
+    headers += [
+        ("kinvoke.dlq.reason", reason.encode()),
+        ("kinvoke.dlq.topic", topics.commands.encode()),
+        ("kinvoke.dlq.partition", str(partition).encode()),
+        ("kinvoke.dlq.offset", str(msg.offset()).encode()),
+    ]
+    sink.produce(topics.commands_dlq, key=msg.key(), value=msg.value(), headers=headers)

@@ -1,0 +1,207 @@
+"""The invoker: runs attempts against deployments and appends their outcomes to `commands`.
+
+Attempts run on an asyncio loop in a thread of their own, so HTTP to deployments never waits for
+the processor's loop and vice versa. Each attempt ends with exactly one `AttemptEnded` effect,
+appended by the invoker itself (see `processor.effects`); any exception inside an attempt
+becomes a failed attempt carrying the message. Attempts belong to a partition: when the
+partition is given up, its attempts are cancelled (the next owner re-runs them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+import structlog
+
+from processor.effects import EffectProducer
+from processor.invoker.attempt import AttemptRequest, AttemptResult, Invoker
+from processor.invoker.deployments import deployment_for
+from processor.state_machine import InvokeAttempt
+from schemas.ids import InvocationId
+from schemas.partitioner import routing_key
+from schemas.records import AttemptEnded, AttemptFailed, Command, ResolvedCallee
+from schemas.registry import Registry
+from schemas.service_protocol import Frame, MessageType, decode_message
+
+log = structlog.get_logger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def resolve_callees(registry: Registry, entries: list[bytes]) -> list[ResolvedCallee]:
+    """Registry answers for the attempt's calls, recorded in the effect: the state machine then
+    needs no registry, and replaying the log gives the same children."""
+    out: list[ResolvedCallee] = []
+    for raw in entries:
+        frame = Frame.parse(raw)
+        if frame.type not in (MessageType.CALL_COMMAND, MessageType.ONE_WAY_CALL_COMMAND):
+            continue
+        msg = decode_message(frame)
+        svc = registry.service(msg.service_name)
+        handler = registry.handler(msg.service_name, msg.handler_name)
+        if svc is None:
+            out.append(ResolvedCallee(error=f"service '{msg.service_name}' not found"))
+        elif handler is None:
+            out.append(
+                ResolvedCallee(error=f"handler '{msg.handler_name}' of '{msg.service_name}' not found")
+            )
+        else:
+            out.append(ResolvedCallee(service_ty=svc.service_type, handler_ty=handler.handler_type))
+    return out
+
+
+class InvokerService:
+    def __init__(self, registry: Callable[[], Registry], effects: EffectProducer) -> None:
+        self._registry = registry
+        self._effects = effects
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run_loop, name="invoker", daemon=True)
+        self._invoker: Invoker | None = None
+        # (invocation id, attempt) -> its future, per partition
+        self._in_flight: dict[int, dict[tuple[str, int], Future[None]]] = {}
+        self._lock = threading.Lock()
+
+    def _run_loop(self) -> None:
+        try:
+            self._loop.run_forever()
+        except BaseException:
+            log.exception("invoker.loop_crashed")
+            raise
+
+    def start(self) -> InvokerService:
+        self._thread.start()
+        self._invoker = asyncio.run_coroutine_threadsafe(self._make_invoker(), self._loop).result(10)
+        return self
+
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    @staticmethod
+    async def _make_invoker() -> Invoker:
+        return Invoker()
+
+    def stop(self) -> None:
+        with self._lock:
+            partitions = list(self._in_flight)
+        for p in partitions:
+            self.cancel_partition(p)
+        if self._invoker is not None and self._thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._invoker.aclose(), self._loop).result(5)
+            except Exception:  # noqa: BLE001 - shutting down anyway
+                log.warning("invoker.close_failed", exc_info=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def in_flight(self, partition: int | None = None) -> int:
+        with self._lock:
+            if partition is not None:
+                return len(self._in_flight.get(partition, {}))
+            return sum(len(v) for v in self._in_flight.values())
+
+    def invoke(
+        self, partition: int, action: InvokeAttempt, request: AttemptRequest, pinned: str | None, service: str
+    ) -> None:
+        key = (action.invocation_id, action.attempt)
+        with self._lock:
+            running = self._in_flight.setdefault(partition, {})
+            if key in running:
+                return
+            # An older attempt of the same invocation is superseded: its outcome would be stale.
+            for old in [k for k in running if k[0] == action.invocation_id and k[1] < action.attempt]:
+                running.pop(old).cancel()
+            fut = asyncio.run_coroutine_threadsafe(
+                self._attempt(partition, action, pinned, service, request), self._loop
+            )
+            running[key] = fut
+
+        def done(_f: Future[None], p: int = partition, k: tuple[str, int] = key) -> None:
+            with self._lock:
+                if self._in_flight.get(p, {}).get(k) is _f:
+                    del self._in_flight[p][k]
+
+        fut.add_done_callback(done)
+
+    def cancel_partition(self, partition: int) -> None:
+        with self._lock:
+            running = self._in_flight.pop(partition, {})
+        for fut in running.values():
+            fut.cancel()
+        if running:
+            log.info("invoker.cancelled", partition=partition, attempts=len(running))
+
+    async def _attempt(
+        self, partition: int, action: InvokeAttempt, pinned: str | None, service: str, request: AttemptRequest
+    ) -> None:
+        delay = (action.not_before_ms - now_ms()) / 1000
+        if delay > 0:
+            await asyncio.sleep(delay)
+        deployment_id = pinned or ""
+        try:
+            deployment = deployment_for(self._registry(), service, pinned)
+            if deployment is None:
+                result = AttemptResult(
+                    [],
+                    AttemptFailed(code=500, message=f"no deployment registered for service '{service}'"),
+                    0,
+                    None,
+                )
+            else:
+                deployment_id, target = deployment
+                assert self._invoker is not None
+                result = await self._invoker.run_attempt(target, request)
+            callees = resolve_callees(self._registry(), result.new_entries)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - an attempt that blows up is a failed attempt
+            log.exception("attempt.crashed", invocation_id=request.invocation_id, attempt=action.attempt)
+            result = AttemptResult(
+                [], AttemptFailed(code=500, message=f"kinvoke failed running the attempt: {e!r}"), 0, None
+            )
+            callees = []
+        outcome = result.outcome
+        log.info(
+            "attempt.ended",
+            invocation_id=request.invocation_id,
+            target=f"{service}/{request.handler}",
+            attempt=action.attempt,
+            deployment=deployment_id,
+            outcome=type(outcome).__name__,
+            new_entries=len(result.new_entries),
+            **(
+                {"code": outcome.code, "error": outcome.message} if isinstance(outcome, AttemptFailed) else {}
+            ),
+        )
+        effect = AttemptEnded(
+            callees=callees,
+            invocation_id=request.invocation_id,
+            attempt=action.attempt,
+            deployment_id=deployment_id,
+            protocol_version=result.protocol_version,
+            server=result.server,
+            new_entries=list(result.new_entries),
+            outcome=outcome,
+        )
+        await self._append(partition, request.invocation_id, Command(timestamp_ms=now_ms(), body=effect))
+
+    async def _append(self, partition: int, invocation_id: str, command: Command) -> None:
+        """Append the effect, retrying until it is written (or the partition is given up, which
+        cancels this task: the next owner re-runs the attempt)."""
+        key = routing_key(InvocationId.parse(invocation_id).partition_key)
+        delay = 0.1
+        while True:
+            try:
+                await asyncio.wrap_future(self._effects.append(partition, key, command))
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - retried: an outcome must not be lost
+                log.warning("attempt.effect_retry", invocation_id=invocation_id, error=str(e), in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
