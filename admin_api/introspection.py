@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import datafusion
 import pyarrow as pa
 import pyarrow.compute as pc
+from confluent_kafka import Consumer, TopicPartition
 
+from kafka_core.changelog_records import ChangelogRecords
+from kafka_core.changelog_store import ChangelogStore
+from kafka_core.file_lock import FileLock, try_lock
+from kafka_core.kafka import client_config
 from kafka_core.views import TopicView
-from processor.storage import PartitionStore
 from schemas.ids import InvocationId, partition_key_of
 from schemas.records import Failure, InvocationPhase, InvocationStatus, ServiceType, Success
 from schemas.registry import Registry
@@ -42,25 +48,87 @@ _PHASE = {
 
 
 class ChangelogView:
-    """Every partition's changelog applied to one store (keys are unique across partitions)."""
+    """Every partition's changelog in one local copy (keys are unique across partitions).
+
+    The copy is a checkpointed SQLite file under the state directory, as the processors keep
+    theirs: a restarted admin reads only the changelog's tail. Without the file (or when another
+    admin holds it) the copy is in memory and built from the beginning.
+    """
+
+    COMMIT_EVERY = 5_000
 
     def __init__(self, settings: Settings) -> None:
-        self.store = PartitionStore(partition=-1)
+        self._settings = settings
+        self._topic = Topics(settings.topic_prefix).changelog
+        self._lock_file: FileLock | None = None
+        path = Path(settings.state_dir) / settings.topic_prefix / "admin" / "changelog.sqlite"
+        self._lock_file = try_lock(path.with_suffix(".lock"))
+        kv = ChangelogStore(path if self._lock_file is not None else None)
+        self.store = ChangelogRecords(kv)
         self.lock = threading.Lock()
+        self._pending: dict[int, int] = {}  # partition -> next offset, applied but not committed
+        self._uncommitted = 0
         self._view = TopicView(
-            settings, Topics(settings.topic_prefix).changelog, self._apply, name="admin-changelog"
+            settings, self._topic, self._apply, name="admin-changelog", applied=self._resume_offsets(kv)
         )
 
+    def _topic_id(self) -> str:
+        return f"{self._topic}/{self._settings.partitions}"
+
+    def _resume_offsets(self, kv: ChangelogStore) -> dict[int, int]:
+        consumer = Consumer(
+            client_config(self._settings, **{"group.id": f"{self._settings.topic_prefix}-admin"})
+        )
+        try:
+            offsets: dict[int, int] = {}
+            now = int(time.time() * 1000)
+            for p in range(self._settings.partitions):
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(self._topic, p), timeout=30, cached=False
+                )
+                resume = kv.resume_offset(
+                    p,
+                    low=low,
+                    high=high,
+                    topic_id=self._topic_id(),
+                    max_age_ms=self._settings.changelog_delete_retention_ms,
+                    now_ms=now,
+                )
+                if resume is None:
+                    kv.wipe()  # one untrustworthy partition: rebuild the whole copy
+                    return {}
+                offsets[p] = resume
+            return offsets
+        finally:
+            consumer.close()
+
     def start(self) -> ChangelogView:
-        self._view.start()
+        self._view.start(ready_timeout_s=24 * 3600)  # progress is logged; no fixed limit
         return self
 
     def stop(self) -> None:
         self._view.stop()
+        with self.lock:
+            self._commit()
+            self.store.kv.close()
+        if self._lock_file is not None:
+            self._lock_file.release()
+
+    def health(self) -> str | None:
+        return self._view.health()
 
     def _apply(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
         with self.lock:
-            self.store.restore(key, value)
+            self.store.kv.put(key, value)
+            self._pending[partition] = offset + 1
+            self._uncommitted += 1
+            if self._uncommitted >= self.COMMIT_EVERY:
+                self._commit()
+
+    def _commit(self) -> None:
+        self.store.kv.commit(self._pending, topic_id=self._topic_id(), now_ms=int(time.time() * 1000))
+        self._pending = {}
+        self._uncommitted = 0
 
 
 def derived_status(status: InvocationStatus) -> str:
@@ -101,9 +169,9 @@ def _iso(ms: int | None) -> str | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def _invocation_rows(store: PartitionStore) -> list[dict[str, Any]]:
+def _invocation_rows(store: ChangelogRecords) -> list[dict[str, Any]]:
     rows = []
-    for st in store.statuses.values():
+    for st in store.statuses():
         result = st.result
         failure = st.last_failure
         rows.append(
@@ -217,9 +285,9 @@ def _entry_type(frame: Frame) -> str:
     return f"{kind}: {name.replace('_', ' ').title().replace(' ', '')}"
 
 
-def _journal_rows(store: PartitionStore) -> list[dict[str, Any]]:
+def _journal_rows(store: ChangelogRecords) -> list[dict[str, Any]]:
     rows = []
-    for inv, entries in store.journals.items():
+    for inv, entries in store.journals().items():
         pk = InvocationId.parse(inv).partition_key
         for e in entries:
             frame = Frame.parse(e.frame)
@@ -288,9 +356,9 @@ _JOURNAL_SCHEMA = pa.schema(
 )
 
 
-def _state_rows(store: PartitionStore) -> list[dict[str, Any]]:
+def _state_rows(store: ChangelogRecords) -> list[dict[str, Any]]:
     rows = []
-    for (service, key), entries in store.state.items():
+    for (service, key), entries in store.state().items():
         for name, value in entries.items():
             try:
                 utf8: str | None = value.decode()
@@ -327,15 +395,15 @@ _STATE_SCHEMA = pa.schema(
 )
 
 
-def _tables(store: PartitionStore, registry: Registry) -> dict[str, pa.Table]:
+def _tables(store: ChangelogRecords, registry: Registry) -> dict[str, pa.Table]:
     invocations = pa.Table.from_pylist(_invocation_rows(store), schema=_INVOCATION_SCHEMA)
     inbox = []
     keyed = []
-    for (service, key), obj in store.objects.items():
+    for (service, key), obj in store.objects().items():
         if obj.locked_by:
             keyed.append({"service_name": service, "service_key": key, "invocation_id": obj.locked_by})
         for seq, inv in enumerate(obj.inbox):
-            st = store.statuses.get(inv)
+            st = store.status(inv)
             inbox.append(
                 {
                     "service_name": service,
@@ -359,7 +427,7 @@ def _tables(store: PartitionStore, registry: Registry) -> dict[str, pa.Table]:
             if isinstance(p.result, Failure)
             else None,
         }
-        for p in store.promises.values()
+        for p in store.promises()
     ]
     services = [
         {
@@ -454,7 +522,7 @@ class QueryError(Exception):
     """SQL that does not parse or plan: answered with 400 and DataFusion's message."""
 
 
-def run_query(store: PartitionStore, registry: Registry, sql: str) -> pa.Table:
+def run_query(store: ChangelogRecords, registry: Registry, sql: str) -> pa.Table:
     ctx = datafusion.SessionContext(datafusion.SessionConfig().with_information_schema(True))
     for name, table in _tables(store, registry).items():
         batches = table.to_batches() or [pa.RecordBatch.from_pylist([], schema=table.schema)]

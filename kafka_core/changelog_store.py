@@ -133,6 +133,20 @@ class ChangelogStore:
         ).fetchone()
         return None if row is None else Checkpoint(int(row[0]), int(row[1]), str(row[2]))
 
+    def resume_offset(
+        self, partition: int, *, low: int, high: int, topic_id: str, max_age_ms: int, now_ms: int
+    ) -> int | None:
+        """Where to continue reading `partition` (whose offsets are now low..high), or None when
+        the copy cannot be trusted and must be rebuilt from the beginning."""
+        cp = self.checkpoint(partition)
+        if cp is None or cp.topic_id != topic_id:
+            return None  # never read, or another topic of the same name
+        if cp.offset > high or cp.offset < low:
+            return None  # the topic was recreated, or records we never saw were deleted
+        if now_ms - cp.written_at_ms >= max_age_ms:
+            return None  # compaction may have dropped tombstones we never saw
+        return cp.offset
+
     def wipe(self) -> None:
         """Forget everything (a checkpoint that cannot be trusted): restore from the beginning."""
         self.rollback()

@@ -9,9 +9,9 @@ the changelog — so the two paths cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from kafka_core.changelog_records import ChangelogRecords
 from kafka_core.changelog_store import ChangelogStore
 from schemas import changelog
 from schemas.records import (
@@ -24,14 +24,13 @@ from schemas.records import (
     Timer,
 )
 
-ObjectId = tuple[str, str]  # (service, key)
 _CACHE_LIMIT = 20_000  # decoded invocations kept; the rest is read from the store when needed
 
 
-class PartitionStore:
+class PartitionStore(ChangelogRecords):
     def __init__(self, partition: int, kv: ChangelogStore | None = None) -> None:
+        super().__init__(kv if kv is not None else ChangelogStore())
         self.partition = partition
-        self.kv = kv if kv is not None else ChangelogStore()
         # Derived from status records, so recovery need not decode every status.
         self.kv.db.execute(
             "CREATE TABLE IF NOT EXISTS invoked (invocation_id TEXT PRIMARY KEY) WITHOUT ROWID"
@@ -78,46 +77,9 @@ class PartitionStore:
         raw = self.kv.get(changelog.timer_key(wake_up_at_ms, invocation_id, completion_id))
         return None if raw is None else Timer.decode(raw)
 
-    def timers_after(self, after_key: str | None, limit: int) -> list[tuple[str, Timer]]:
-        """Pending timers in firing order, after the key `after_key`."""
-        return [
-            (k, Timer.decode(v)) for k, v in self.kv.scan(f"{changelog.TIMER}/", after=after_key, limit=limit)
-        ]
-
     def invoked(self) -> list[str]:
         """Invocations whose attempts were running: a new owner restarts them."""
         return [r[0] for r in self.kv.db.execute("SELECT invocation_id FROM invoked ORDER BY invocation_id")]
-
-    # -- whole-store views (replay, tests, introspection) --------------------------------------
-
-    def statuses(self) -> Iterator[InvocationStatus]:
-        for _, v in self.kv.scan(f"{changelog.STATUS}/"):
-            yield InvocationStatus.decode(v)
-
-    def journals(self) -> dict[str, list[JournalEntry]]:
-        out: dict[str, list[JournalEntry]] = {}
-        for _, v in self.kv.scan(f"{changelog.JOURNAL}/"):
-            entry = JournalEntry.decode(v)
-            out.setdefault(entry.invocation_id, []).append(entry)
-        return out
-
-    def timers(self) -> dict[tuple[str, int], Timer]:
-        return {(t.invocation_id, t.completion_id): t for _, t in self.timers_after(None, -1)}
-
-    def objects(self) -> dict[ObjectId, ObjectStatus]:
-        return {
-            ((o := ObjectStatus.decode(v)).service, o.key): o for _, v in self.kv.scan(f"{changelog.OBJECT}/")
-        }
-
-    def promises(self) -> list[Promise]:
-        return [Promise.decode(v) for _, v in self.kv.scan(f"{changelog.PROMISE}/")]
-
-    def state(self) -> dict[ObjectId, dict[bytes, bytes]]:
-        out: dict[ObjectId, dict[bytes, bytes]] = {}
-        for _, v in self.kv.scan(f"{changelog.STATE}/"):
-            e = StateEntry.decode(v)
-            out.setdefault((e.service, e.key), {})[e.state_key] = e.value
-        return out
 
     # -- writes ---------------------------------------------------------------------------------
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from kafka_core.changelog_store import ChangelogStore, Checkpoint
+from kafka_core.changelog_store import ChangelogStore
 from kafka_core.kafka import client_config
 from processor.state_dir import FileLock, StateDirectory
 from processor.storage import PartitionStore
@@ -146,44 +146,35 @@ class PartitionTask:
             return PartitionStore(self.partition)
         return PartitionStore(self.partition, ChangelogStore(self.state_dir.store_path(self.partition)))
 
-    def _usable(self, cp: Checkpoint | None, low: int, high: int, topic_id: str) -> bool:
-        if cp is None:
-            return False
-        if cp.topic_id != topic_id or cp.offset > high or cp.offset < low:
-            return False  # another topic of the same name, or records we never saw were deleted
-        # Compaction drops tombstones after delete.retention.ms: an older copy could keep a key
-        # whose deletion it never sees.
-        return now_ms() - cp.written_at_ms < self.settings.changelog_delete_retention_ms
-
     def _restore_changelog(self, consumer: Consumer, store: PartitionStore) -> None:
         tp = TopicPartition(self.topics.changelog, self.partition)
         low, high = consumer.get_watermark_offsets(tp, timeout=30, cached=False)
         topic_id = self.changelog_topic_id()
-        cp = store.kv.checkpoint(self.partition)
-        if self._usable(cp, low, high, topic_id):
-            assert cp is not None
-            start = cp.offset
+        resume = store.kv.resume_offset(
+            self.partition,
+            low=low,
+            high=high,
+            topic_id=topic_id,
+            max_age_ms=self.settings.changelog_delete_retention_ms,
+            now_ms=now_ms(),
+        )
+        if resume is not None:
+            start = resume
         else:
-            if cp is not None:
-                log.info(
-                    "task.checkpoint_discarded",
-                    partition=self.partition,
-                    checkpoint=cp.offset,
-                    low=low,
-                    high=high,
-                )
+            if store.kv.checkpoint(self.partition) is not None:
+                log.info("task.checkpoint_discarded", partition=self.partition, low=low, high=high)
             store.kv.wipe()
-            start = OFFSET_BEGINNING
+            start = low
         log.info(
             "task.restoring",
             partition=self.partition,
-            from_offset=start if start >= 0 else low,
+            from_offset=start,
             to_offset=high,
             store=str(store.kv.path or "memory"),
         )
-        count, since_commit, last = 0, 0, (start if start >= 0 else low) - 1
+        count, since_commit, last = 0, 0, start - 1
         next_report = time.monotonic() + PROGRESS_EVERY_S
-        if high > (start if start >= 0 else low):
+        if high > start:
             tp.offset = start
             consumer.assign([tp])
             while True:
