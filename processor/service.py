@@ -67,6 +67,8 @@ class ProcessorService:
         consumer_factory: Callable[[dict[str, Any]], Consumer] = Consumer,
         producer_factory: Callable[[dict[str, Any]], Producer] = Producer,
         state_dir: StateDirectory | None = None,
+        effects: EffectProducer | None = None,
+        invoker: InvokerService | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
@@ -77,8 +79,8 @@ class ProcessorService:
         self.slot: Slot | None = None
         self.member = settings.processor_instance_id or ""
         self._stop = threading.Event()
-        self.effects = EffectProducer(settings)
-        self.invoker = InvokerService(self.metadata.registry, self.effects)
+        self.effects = effects or EffectProducer(settings)
+        self.invoker = invoker or InvokerService(self.metadata.registry, self.effects)
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
         self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
