@@ -43,7 +43,7 @@ from processor.task import PartitionTask
 from processor.task_manager import TaskManager
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import Barrier, Command, Timer
+from schemas.records import Barrier, Command, InvocationPhase, Timer
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -419,8 +419,8 @@ class ProcessorService:
     def _invoke(self, task: PartitionTask, action: InvokeAttempt) -> None:
         assert task.store is not None
         status = task.store.status(action.invocation_id)
-        if status is None:
-            return
+        if status is None or status.phase != InvocationPhase.INVOKED or status.attempt != action.attempt:
+            return  # superseded in the same batch (e.g. its outcome was already in the log)
         inv = InvocationId.parse(action.invocation_id)
         key = status.target.key
         request = AttemptRequest(

@@ -23,7 +23,7 @@ import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from kafka_core.changelog_store import ChangelogStore
-from kafka_core.kafka import client_config
+from kafka_core.kafka import client_config, poll_batch
 from processor.state_dir import FileLock, StateDirectory
 from processor.storage import PartitionStore
 from processor.timers import TimerQueue
@@ -93,20 +93,22 @@ class PartitionTask:
                     "isolation.level": "read_committed",
                     "enable.partition.eof": True,
                     "fetch.max.bytes": 64 * 1024 * 1024,
+                    "fetch.wait.max.ms": 10,  # the end is what we wait for: do not let the broker sit
                 },
             )
         )
         try:
             self.start_offset = self._stable_committed_offset(consumer)
             self.committed_offset = self.start_offset
+            # What the previous owner left in the partition; recovery waits until it is applied.
+            _, self.catch_up_offset = consumer.get_watermark_offsets(
+                TopicPartition(self.topics.commands, self.partition), timeout=30, cached=False
+            )
             store = self._open_store()
             self.store = store
             self._restore_changelog(consumer, store)
             self.timers = TimerQueue()
             self.timers.load(store)
-            _, self.catch_up_offset = consumer.get_watermark_offsets(
-                TopicPartition(self.topics.commands, self.partition), timeout=30, cached=False
-            )
         finally:
             consumer.close()
         self.restore_ms = int((time.monotonic() - started) * 1000)
@@ -179,7 +181,7 @@ class PartitionTask:
             consumer.assign([tp])
             while True:
                 self._check_open()
-                msgs = consumer.consume(1000, 0.2)
+                msgs = poll_batch(consumer, 0.2, 5000)
                 eof = False
                 for msg in msgs:
                     err = msg.error()
@@ -210,9 +212,10 @@ class PartitionTask:
                         end=high,
                     )
                     next_report = time.monotonic() + PROGRESS_EVERY_S
-                # The end is the high watermark, or the last stable offset when a dead owner's
-                # transaction is still open (its records will be aborted).
-                if eof or last + 1 >= high:
+                # The end is the high watermark (the position moves past commit markers too), or
+                # the last stable offset when a dead owner's transaction is still open (EOF there;
+                # its records will be aborted).
+                if eof or last + 1 >= high or consumer.position([tp])[0].offset >= high:
                     break
         store.kv.commit({self.partition: last + 1}, topic_id=topic_id, now_ms=now_ms())
         self.restored_records = count
