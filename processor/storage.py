@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from kafka_core.changelog_records import ChangelogRecords
 from kafka_core.changelog_store import ChangelogStore
-from schemas import changelog
+from schemas import changelog, codec
 from schemas.records import (
     InvocationPhase,
     InvocationStatus,
@@ -89,10 +89,15 @@ class PartitionStore(ChangelogRecords):
         kind = key.split("/", 1)[0]
         if kind == changelog.STATUS:
             invocation_id = key[len(changelog.STATUS) + 1 :]
-            status = None if value is None else (decoded or InvocationStatus.decode(value))
-            assert status is None or isinstance(status, InvocationStatus)
-            self._cache(self._statuses, invocation_id, status)
-            if status is not None and status.phase == InvocationPhase.INVOKED:
+            if isinstance(decoded, InvocationStatus):
+                self._cache(self._statuses, invocation_id, decoded)
+                phase: str | None = decoded.phase
+            else:
+                # Restoring: only the phase matters now (building the model costs more than
+                # reading the record); the status is decoded when someone asks for it.
+                self._statuses.pop(invocation_id, None)
+                phase = None if value is None else codec.decode(InvocationStatus.avro_name, value)["phase"]
+            if phase == InvocationPhase.INVOKED:
                 self.kv.db.execute("INSERT OR IGNORE INTO invoked VALUES (?)", (invocation_id,))
             else:
                 self.kv.db.execute("DELETE FROM invoked WHERE invocation_id = ?", (invocation_id,))
