@@ -18,6 +18,7 @@ from admin_api.invocations import InvocationControl
 from admin_api.registration import RegistryError, plan_registration
 from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
 from admin_api.store import RegistryStore
+from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId
 from schemas.registry import SERVICE_PREFIX, SUBSCRIPTION_PREFIX
@@ -54,6 +55,9 @@ async def error_middleware(
         return await handler(request)
     except RegistryError as e:
         return _error(e.status, e.message, e.restate_code)
+    except Unavailable as e:  # Kafka did not take a write or did not answer within its bound
+        log.warning("admin.unavailable", path=request.path, reason=str(e))
+        return _error(503, str(e))
     except web.HTTPException as e:
         if e.status >= 400:
             return _error(e.status, e.reason or "error")
@@ -78,7 +82,17 @@ def _store(request: web.Request) -> RegistryStore:
     return request.app[STORE_KEY]  # type: ignore[return-value]
 
 
+def _problem(app: web.Application) -> str | None:
+    """Why this admin server cannot serve (a Kafka-backed part that is down), or None."""
+    parts = (app.get(STORE_KEY), app.get(CONTROL_KEY), app.get(CHANGELOG_KEY))
+    checks = [getattr(p, "health", None) for p in parts]
+    return join_problems(*(check() for check in checks if callable(check)))
+
+
 async def health(request: web.Request) -> web.Response:
+    problem = _problem(request.app)
+    if problem is not None:
+        return _error(503, f"the admin API is not healthy: {problem}")
     return web.Response(status=200)
 
 
@@ -269,7 +283,7 @@ async def query(request: web.Request) -> web.Response:
 async def list_invocations(request: web.Request) -> web.Response:
     view = _changelog(request)
     with view.lock:
-        statuses = sorted(view.store.statuses.values(), key=lambda st: st.created_at_ms)
+        statuses = sorted(view.store.statuses(), key=lambda st: st.created_at_ms)
         return _json({"invocations": [introspection.invocation_json(st) for st in statuses]})
 
 

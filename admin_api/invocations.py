@@ -14,9 +14,11 @@ from aiohttp import web
 
 from admin_api.registration import RegistryError
 from kafka_core.commands import CommandClient
+from kafka_core.supervision import Unavailable
 from schemas.ids import InvalidId, InvocationId
 from schemas.records import Command, ManageAnswer, ManageInvocation, ManageOperation, ManageOutcome
 
+# How long cancel/kill/purge waits for the processor's ManageAnswer on `results`.
 ANSWER_TIMEOUT_S = 30.0
 
 
@@ -27,23 +29,38 @@ class InvocationControl(Protocol):
 class KafkaInvocationControl:
     """Sends ManageInvocation through a `CommandClient` and waits for the ManageAnswer."""
 
-    def __init__(self, client: CommandClient) -> None:
+    def __init__(self, client: CommandClient, *, answer_timeout_s: float = ANSWER_TIMEOUT_S) -> None:
         self.client = client
+        self.answer_timeout_s = answer_timeout_s
+
+    def health(self) -> str | None:
+        return self.client.health()
 
     async def manage(self, invocation_id: InvocationId, operation: ManageOperation) -> ManageOutcome:
         results = self.client.results
-        assert results is not None, "the command client is not started"
+        if results is None:
+            raise RegistryError(503, "invocation management is starting; retry")
         inv = str(invocation_id)
+        what = f"the {operation.name.lower()} request"
         waiter = results.register_ack(inv)
         try:
             command = Command(
                 timestamp_ms=int(time.time() * 1000),
                 body=ManageInvocation(invocation_id=inv, operation=operation),
             )
-            await self.client.send(invocation_id, command)
-            answer = await asyncio.wait_for(waiter, ANSWER_TIMEOUT_S)
+            try:
+                await self.client.send(invocation_id, command)
+            except Unavailable as e:
+                raise RegistryError(503, f"cannot append {what} to the log: {e}") from None
+            answer = await asyncio.wait_for(waiter, self.answer_timeout_s)
         except TimeoutError:
-            raise RegistryError(503, f"no processor answered for invocation '{inv}' in time") from None
+            raise RegistryError(
+                503,
+                f"{what} for invocation '{inv}' is in the log, but no processor answered within "
+                f"{self.answer_timeout_s:g}s",
+            ) from None
+        except Unavailable as e:
+            raise RegistryError(503, f"cannot wait for the answer about invocation '{inv}': {e}") from None
         finally:
             results.unregister(inv, waiter)
         assert isinstance(answer, ManageAnswer)

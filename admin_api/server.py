@@ -9,6 +9,7 @@ from aiohttp import web
 from admin_api.app import create_admin_app
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import KafkaInvocationControl
+from kafka_core import supervision
 from kafka_core.commands import CommandClient
 from kafka_core.metadata import MetadataView
 from schemas.settings import Settings
@@ -16,7 +17,9 @@ from schemas.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-def run_admin(settings: Settings) -> None:
+def run_admin(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code is non-zero when a component gave up (which
+    is also what stopped the server)."""
     store = MetadataView(settings).start()
     changelog = ChangelogView(settings).start()
     commands = CommandClient(settings)
@@ -29,3 +32,6 @@ def run_admin(settings: Settings) -> None:
     finally:
         changelog.stop()
         store.stop()
+    code = supervision.exit_code()
+    log.info("admin.stopped", exit_code=code, reason=supervision.fatal_reason())
+    return code

@@ -16,9 +16,11 @@ from aiohttp import web
 
 from ingress_gateway.paths import IngressError, parse_invocation_path
 from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type_of
+from kafka_core import supervision
 from kafka_core.commands import CommandClient
 from kafka_core.metadata import MetadataView
 from kafka_core.results import ResultsListener
+from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms, rfc3339_nanos
 from schemas.ids import InvalidId, InvocationId, parse_awakeable_id, partition_key_of
 from schemas.records import (
@@ -49,22 +51,49 @@ CORS_HEADERS = {
 # Hop-by-hop and ingress-only headers are not passed to the handler.
 _DROPPED_HEADERS = {"connection", "host", "transfer-encoding", "keep-alive", "upgrade"}
 
+# How long the ingress waits for a processor's answer that comes at once when a processor owns
+# the partition (InvocationAccepted for idempotent/workflow sends, the answer of `/output`).
+ANSWER_TIMEOUT_S = 30.0
+# How long a call (or `/attach`) waits for its invocation to end. None: as Restate, until it
+# ends, however long it runs (the wait still ends with 503 if the results tail is given up).
+CALL_TIMEOUT_S: float | None = None
 
-def error_response(status: int, message: str, source: str = "ingress", **extra: Any) -> web.Response:
+
+def error_response(
+    status: int,
+    message: str,
+    source: str = "ingress",
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
     body: dict[str, Any] = {"code": status, "message": message, **extra, "source": source}
     return web.Response(
         status=status,
         body=json.dumps(body, separators=(",", ":")).encode(),
         content_type="application/json",
-        headers={"x-restate-error-source": source, **CORS_HEADERS},
+        headers={"x-restate-error-source": source, **CORS_HEADERS, **(headers or {})},
     )
 
 
+class _NoAnswer(Exception):
+    """A bounded wait for a processor's answer passed its bound."""
+
+
 class Ingress:
-    def __init__(self, settings: Settings, metadata: MetadataView) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metadata: MetadataView,
+        *,
+        commands: CommandClient | None = None,
+        answer_timeout_s: float = ANSWER_TIMEOUT_S,
+        call_timeout_s: float | None = CALL_TIMEOUT_S,
+    ) -> None:
         self.settings = settings
         self.metadata = metadata
-        self.commands = CommandClient(settings)
+        self.commands = commands or CommandClient(settings)
+        self.answer_timeout_s = answer_timeout_s
+        self.call_timeout_s = call_timeout_s
 
     @property
     def results(self) -> ResultsListener | None:
@@ -85,10 +114,24 @@ class Ingress:
         app.router.add_route("OPTIONS", "/{tail:.*}", self.preflight)
         app.router.add_route("*", "/{tail:.*}", self.invoke)
         app.on_startup.append(lambda _app: self.start())
+        app.on_shutdown.append(lambda _app: self._release_waiters())
         app.on_cleanup.append(lambda _app: self.stop())
         return app
 
+    async def _release_waiters(self) -> None:
+        """On shutdown, waiting calls answer 503 at once instead of holding the shutdown up (their
+        invocations go on; the client can attach to them again)."""
+        if self.results is not None:
+            self.results.fail_all("the ingress is shutting down; attach to the invocation again")
+
+    def problem(self) -> str | None:
+        """None while the ingress can serve, else why not (what `/restate/health` answers)."""
+        return join_problems(self.metadata.health(), self.commands.health())
+
     async def health(self, request: web.Request) -> web.Response:
+        problem = self.problem()
+        if problem is not None:
+            return error_response(503, f"the ingress is not healthy: {problem}")
         names = sorted(self.metadata.registry().services)
         return web.json_response({"services": names}, dumps=lambda o: json.dumps(o, separators=(",", ":")))
 
@@ -110,12 +153,10 @@ class Ingress:
             else Failure(code=500, message=body.decode(errors="replace"))
         )
         signal = Signal(invocation_id=str(target), signal_id=signal_id, result=result)
-        try:
-            await self._produce(target, Command(timestamp_ms=int(time.time() * 1000), body=signal))
-        except Exception as e:
-            log.exception("ingress.produce_failed")
-            return error_response(503, f"cannot append the completion to the log: {e}")
-        return web.Response(status=202)
+        failed = await self._append(
+            target, Command(timestamp_ms=int(time.time() * 1000), body=signal), "the completion"
+        )
+        return failed or web.Response(status=202)
 
     async def get_output(self, request: web.Request) -> web.Response:
         """`/restate/invocation/{id}/attach|output`, `/restate/invocation/{svc}/[{key}/]{handler}/
@@ -152,15 +193,23 @@ class Ingress:
             lookup = Command(
                 timestamp_ms=int(time.time() * 1000), body=GetOutput(invocation_id=inv, wait=wait)
             )
-            await self._produce(invocation_id, lookup)
-            done, _ = await asyncio.wait({result_waiter, other_waiter}, return_when=asyncio.FIRST_COMPLETED)
-        except Exception as e:
-            log.exception("ingress.produce_failed")
-            return error_response(503, f"cannot append the request to the log: {e}")
+            failed = await self._append(invocation_id, lookup, "the request")
+            if failed is not None:
+                return failed
+            # `/attach` waits for the invocation to end, `/output` only for the processor's word.
+            bound = self.call_timeout_s if wait else self.answer_timeout_s
+            done, _ = await asyncio.wait(
+                {result_waiter, other_waiter}, timeout=bound, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                what = "the invocation did not end" if wait else "no processor answered"
+                return error_response(504, f"{what} within {bound:g}s (invocation {inv})")
+            answer = done.pop().result()
+        except Unavailable as e:
+            return error_response(503, f"cannot wait for the answer about {inv}: {e}")
         finally:
             self.results.unregister(inv, result_waiter)
             self.results.unregister(inv, other_waiter)
-        answer = done.pop().result()
         if isinstance(answer, OutputNotReady):
             return error_response(470, "the invocation exists but has not completed yet")
         outcome = answer.result
@@ -234,14 +283,16 @@ class Ingress:
         elif cmd.ack_to_results:
             waiter = self.results.register_ack(inv)
         try:
-            await self._produce(invocation_id, Command(timestamp_ms=now, body=cmd))
-        except Exception as e:
-            if waiter is not None:
-                self.results.unregister(inv, waiter)
-            log.exception("ingress.produce_failed")
-            return error_response(503, f"cannot append the invocation to the log: {e}")
-        try:
-            answer = await waiter if waiter is not None else None
+            failed = await self._append(invocation_id, Command(timestamp_ms=now, body=cmd), "the invocation")
+            if failed is not None:
+                return failed
+            answer = await self._await_answer(waiter, inv, result=cmd.reply_to_results)
+        except _NoAnswer as e:
+            return error_response(504, str(e), headers={"x-restate-id": inv})
+        except Unavailable as e:
+            return error_response(
+                503, f"cannot wait for the answer of {inv}: {e}", headers={"x-restate-id": inv}
+            )
         finally:
             if waiter is not None:
                 self.results.unregister(inv, waiter)
@@ -272,6 +323,34 @@ class Ingress:
 
     async def _produce(self, invocation_id: InvocationId, command: Command) -> None:
         await self.commands.send(invocation_id, command)
+
+    async def _append(self, invocation_id: InvocationId, command: Command, what: str) -> web.Response | None:
+        """Produce `command`; None once Kafka has it, else the error answer (503 with the reason)."""
+        try:
+            await self._produce(invocation_id, command)
+        except Unavailable as e:
+            log.warning("ingress.append_failed", invocation_id=str(invocation_id), what=what, reason=str(e))
+            return error_response(503, f"cannot append {what} to the log: {e}")
+        except Exception as e:
+            log.exception("ingress.append_failed", invocation_id=str(invocation_id), what=what)
+            return error_response(500, f"cannot append {what} to the log: {type(e).__name__}: {e}")
+        return None
+
+    async def _await_answer(self, waiter: asyncio.Future[Any] | None, inv: str, *, result: bool) -> Any:
+        """The processor's answer: a call's result (bounded by `call_timeout_s`, by default not at
+        all) or an acknowledgement (bounded by `answer_timeout_s`)."""
+        if waiter is None:
+            return None
+        bound = self.call_timeout_s if result else self.answer_timeout_s
+        try:
+            return await asyncio.wait_for(waiter, bound)
+        except TimeoutError:
+            what = (
+                "the invocation did not end"
+                if result
+                else "the invocation is in the log but no processor acknowledged it"
+            )
+            raise _NoAnswer(f"{what} within {bound:g}s (invocation {inv})") from None
 
     def _result_response(
         self, result: InvocationResult, content_type: str | None, set_content_type_if_empty: bool = False
@@ -317,7 +396,9 @@ async def cors_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     return response
 
 
-def run_ingress(settings: Settings) -> None:
+def run_ingress(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT; the exit code is non-zero when a component gave up (which
+    is also what stopped the server)."""
     metadata = MetadataView(settings).start()
     ingress = Ingress(settings, metadata)
     log.info("ingress.listening", host=settings.ingress_host, port=settings.ingress_port)
@@ -325,6 +406,9 @@ def run_ingress(settings: Settings) -> None:
         web.run_app(ingress.app(), host=settings.ingress_host, port=settings.ingress_port, print=None)
     finally:
         metadata.stop()
+    code = supervision.exit_code()
+    log.info("ingress.stopped", exit_code=code, reason=supervision.fatal_reason())
+    return code
 
 
 __all__ = ["Ingress", "ServiceType", "run_ingress"]

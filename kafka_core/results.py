@@ -2,7 +2,10 @@
 (ingress, admin).
 
 The listener starts at the end of `results` before the ingress accepts requests, and a waiter
-registers before its Invoke is produced, so no result can slip past.
+registers before its Invoke is produced, so no result can slip past. The tail runs supervised: a
+crashed consumer is replaced by one that resumes after the last record consumed (not at the end),
+so results written meanwhile still reach their waiters. If the supervisor gives the tail up, every
+waiter (and every later registration) fails with `Unavailable` instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -13,9 +16,19 @@ from collections import defaultdict
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from kafka_core import supervision
 from kafka_core.kafka import client_config, poll_batch
+from kafka_core.supervision import (
+    KafkaLink,
+    SupervisedThread,
+    Unavailable,
+    describe,
+    join_problems,
+    partitions_of,
+    retry_until_stopped,
+)
 from schemas import codec
 from schemas.records import InvocationAccepted, InvocationResult, ManageAnswer, OutputNotReady
 from schemas.settings import Settings
@@ -45,30 +58,47 @@ class ResultsListener:
         self._waiters: dict[str, list[asyncio.Future[InvocationResult]]] = defaultdict(list)
         self._ack_waiters: dict[str, list[asyncio.Future[Any]]] = defaultdict(list)
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="results", daemon=True)
+        self._positions: dict[int, int] = {}  # partition -> next offset to consume
+        self._link = KafkaLink("results tail")
+        self._gone: str | None = None  # why waiting is pointless: the tail was given up
+        self._supervisor = SupervisedThread("results", self._run, on_fatal=self._give_up, auto_up=False)
 
     def start(self, timeout_s: float = 30.0) -> None:
-        self._thread.start()
+        self._supervisor.start()
         if not self._ready.wait(timeout_s):
-            raise TimeoutError("results listener did not start")
+            raise TimeoutError(
+                f"results listener did not start within {timeout_s}s ({self._supervisor.health()})"
+            )
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        self._supervisor.stop(5.0)
+
+    def health(self) -> str | None:
+        return join_problems(self._supervisor.health(), self._link.problem())
+
+    def positions(self) -> dict[int, int]:
+        """Next offset to consume, per partition (where a restarted tail resumes)."""
+        with self._lock:
+            return dict(self._positions)
 
     def register(self, invocation_id: str) -> asyncio.Future[InvocationResult]:
         fut: asyncio.Future[InvocationResult] = self._loop.create_future()
         with self._lock:
-            self._waiters[invocation_id].append(fut)
+            if self._gone is None:
+                self._waiters[invocation_id].append(fut)
+                return fut
+        fut.set_exception(Unavailable(self._gone))
         return fut
 
     def register_ack(self, invocation_id: str) -> asyncio.Future[Any]:
         """A waiter for the answers that are not results (InvocationAccepted, OutputNotReady)."""
         fut: asyncio.Future[Any] = self._loop.create_future()
         with self._lock:
-            self._ack_waiters[invocation_id].append(fut)
+            if self._gone is None:
+                self._ack_waiters[invocation_id].append(fut)
+                return fut
+        fut.set_exception(Unavailable(self._gone))
         return fut
 
     def unregister(self, invocation_id: str, fut: asyncio.Future[Any]) -> None:
@@ -79,6 +109,8 @@ class ResultsListener:
                     waiters.remove(fut)
                     if not waiters:
                         del table[invocation_id]
+        if fut.done() and not fut.cancelled():
+            fut.exception()  # retrieved: an abandoned failed waiter is not "never retrieved"
 
     def _deliver(self, record: Answer) -> None:
         table: dict[str, list[asyncio.Future[Any]]] = (
@@ -90,7 +122,37 @@ class ResultsListener:
             if not fut.done():
                 fut.set_result(record)
 
-    def _run(self) -> None:
+    def fail_all(self, reason: str) -> None:
+        """Fail every current waiter with `Unavailable(reason)` (e.g. on shutdown): a request must
+        not wait for an answer this listener will not deliver."""
+        with self._lock:
+            waiters = [f for table in (self._waiters, self._ack_waiters) for fs in table.values() for f in fs]
+            self._waiters.clear()
+            self._ack_waiters.clear()
+
+        def fail() -> None:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_exception(Unavailable(reason))
+
+        if waiters:
+            self._call_in_loop(fail)
+
+    def _give_up(self, component: str, reason: str) -> None:
+        """The supervisor gave the tail up: no answer will come, so no one may wait for one."""
+        gone = f"the results tail gave up ({reason}); no answer can be received"
+        with self._lock:
+            self._gone = gone
+        self.fail_all(gone)
+        supervision.fatal(component, reason)
+
+    def _call_in_loop(self, fn: Any, *args: Any) -> None:
+        try:
+            self._loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the loop is closed: the server is gone, nobody waits any more
+            log.debug("results.loop_closed")
+
+    def _run(self, stop: threading.Event) -> None:
         consumer = Consumer(
             client_config(
                 self._settings,
@@ -98,31 +160,80 @@ class ResultsListener:
                     "group.id": f"{self._settings.topic_prefix}-ingress-results",
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
+                    # Only if our position is gone (broker lost its data): read what is there.
+                    "auto.offset.reset": "earliest",
+                    **self._link.config(),
                 },
             )
         )
         try:
-            meta = consumer.list_topics(self._topic, timeout=10.0).topics[self._topic]
-            parts = []
-            for p in sorted(meta.partitions):
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, p), timeout=10.0, cached=False
-                )
-                parts.append(TopicPartition(self._topic, p, high))
-            # Explicit end offsets (not OFFSET_END, resolved lazily): readiness means "from here on".
-            consumer.assign(parts)
-            self._ready.set()
-            while not self._stop.is_set():
-                for msg in poll_batch(consumer, 0.1):
-                    if msg.error() is not None:
-                        continue
-                    try:
-                        record = _decode(msg.value() or b"")
-                    except (codec.DecodeError, ValueError) as e:
-                        log.warning("results.undecodable", offset=msg.offset(), error=str(e))
-                        continue
-                    self._loop.call_soon_threadsafe(self._deliver, record)
-        except Exception:
-            log.exception("results.crashed")
+            self._follow(consumer, stop)
         finally:
-            consumer.close()
+            try:
+                consumer.close()
+            except Exception:  # noqa: BLE001 - a broken consumer may not close cleanly
+                log.warning("results.close_failed", exc_info=True)
+
+    def _follow(self, consumer: Consumer, stop: threading.Event) -> None:
+        sup = self._supervisor
+        parts = retry_until_stopped(
+            stop, sup, f"describe {self._topic}", lambda: partitions_of(consumer, self._topic)
+        )
+        if parts is None:
+            return
+        with self._lock:
+            known = dict(self._positions)
+        if not self._ready.is_set():
+            # First start: from the end, as explicit offsets (OFFSET_END would be resolved lazily),
+            # so readiness means "every result from here on".
+            ends = retry_until_stopped(
+                stop, sup, f"read the end of {self._topic}", lambda: self._ends(consumer, parts)
+            )
+            if ends is None:
+                return
+            start = ends
+        else:
+            # A restart: after the last record consumed; a partition never seen from its start.
+            start = {p: known.get(p, OFFSET_BEGINNING) for p in parts}
+        with self._lock:
+            for p, offset in start.items():
+                if offset >= 0:
+                    self._positions.setdefault(p, offset)
+        consumer.assign([TopicPartition(self._topic, p, offset) for p, offset in start.items()])
+        self._link.mark_reachable()
+        sup.mark_up()
+        self._ready.set()
+        log.info("results.following", topic=self._topic, restarts=sup.restarts)
+        while not stop.is_set():
+            msgs = poll_batch(consumer, 0.1)
+            if not msgs:
+                self._link.probe(consumer, self._topic)
+                continue
+            self._link.mark_reachable()
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.fatal():
+                        raise KafkaException(err)
+                    if err.code() != KafkaError._PARTITION_EOF:
+                        log.warning("results.error", topic=self._topic, error=describe(err))
+                    continue
+                try:
+                    record = _decode(msg.value() or b"")
+                except (codec.DecodeError, ValueError) as e:
+                    log.warning(
+                        "results.undecodable", partition=msg.partition(), offset=msg.offset(), error=str(e)
+                    )
+                else:
+                    self._call_in_loop(self._deliver, record)
+                with self._lock:
+                    self._positions[msg.partition()] = msg.offset() + 1
+
+    def _ends(self, consumer: Consumer, parts: list[int]) -> dict[int, int]:
+        ends = {}
+        for p in parts:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self._topic, p), timeout=10.0, cached=False
+            )
+            ends[p] = high
+        return ends

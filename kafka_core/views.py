@@ -7,9 +7,17 @@ import time
 from collections.abc import Callable
 
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from kafka_core.kafka import client_config, poll_batch
+from kafka_core.supervision import (
+    KafkaLink,
+    SupervisedThread,
+    describe,
+    join_problems,
+    partitions_of,
+    retry_until_stopped,
+)
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -18,58 +26,87 @@ RecordHandler = Callable[[str, bytes | None, int, int], None]  # key, value, par
 
 
 class TopicView:
-    """Reads `topic` from the beginning forever and hands each record to `on_record`.
+    """Reads `topic` from the beginning (or from `applied`) forever and hands each record to
+    `on_record`.
 
     `wait_until(partition, offset)` gives read-your-writes: a writer that knows the offset of its
-    record waits until the view has applied it.
+    record waits until the view has applied it. The tail runs supervised: when it crashes, a new
+    consumer resumes at the offsets already applied (records are never applied twice or skipped).
     """
 
-    def __init__(self, settings: Settings, topic: str, on_record: RecordHandler, name: str = "view") -> None:
+    PROGRESS_EVERY_S = 10.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        on_record: RecordHandler,
+        name: str = "view",
+        applied: dict[int, int] | None = None,
+    ) -> None:
         self._settings = settings
         self._topic = topic
         self._on_record = on_record
         self._name = name
-        self._applied: dict[int, int] = {}  # partition -> next offset to apply
+        # partition -> next offset to apply; a view over a checkpointed local copy starts there
+        self._applied: dict[int, int] = dict(applied or {})
         self._cond = threading.Condition()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"{name}-{topic}", daemon=True)
         self._start_ends: dict[int, int] = {}
+        self._link = KafkaLink(f"view {topic}")
+        self._supervisor = SupervisedThread(f"{name}-{topic}", self._run, auto_up=False)
 
     def start(self, ready_timeout_s: float = 30.0) -> TopicView:
-        self._thread.start()
+        self._supervisor.start()
         self.wait_ready(ready_timeout_s)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        self._supervisor.stop(5.0)
+
+    def health(self) -> str | None:
+        """None while the view follows its topic, else why it does not."""
+        return join_problems(self._supervisor.health(), self._link.problem())
+
+    def applied(self) -> dict[int, int]:
+        """Next offset to apply, per partition (what a restarted tail resumes from)."""
+        with self._cond:
+            return dict(self._applied)
+
+    def _behind(self) -> dict[int, int]:
+        """Records still to apply per partition to reach the end seen at start (lock held)."""
+        return {
+            p: end - self._applied.get(p, 0)
+            for p, end in self._start_ends.items()
+            if self._applied.get(p, 0) < end
+        }
 
     def wait_ready(self, timeout_s: float) -> None:
         """Block until everything present at start has been applied."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while not self._start_ends or any(
-                self._applied.get(p, 0) < end for p, end in self._start_ends.items()
-            ):
-                if not self._thread.is_alive():
-                    raise RuntimeError(f"view of {self._topic} stopped")
+            while not self._start_ends or self._behind():
+                if self._supervisor.gave_up is not None or not self._supervisor.is_alive():
+                    raise RuntimeError(f"view of {self._topic} stopped: {self._supervisor.health()}")
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"view of {self._topic} not ready after {timeout_s}s")
+                    why = self._supervisor.health() or "still reading"
+                    raise TimeoutError(f"view of {self._topic} not ready after {timeout_s}s ({why})")
                 self._cond.wait(min(left, 0.1))
 
     def wait_until(self, partition: int, offset: int, timeout_s: float = 10.0) -> None:
+        """Block until the record at `offset` has been applied; TimeoutError after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while self._applied.get(partition, 0) <= offset:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    why = self.health() or "the view is behind"
                     raise TimeoutError(
-                        f"record {self._topic}[{partition}]@{offset} not seen after {timeout_s}s"
+                        f"record {self._topic}[{partition}]@{offset} not seen after {timeout_s}s ({why})"
                     )
                 self._cond.wait(min(left, 0.1))
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         consumer = Consumer(
             client_config(
                 self._settings,
@@ -77,43 +114,88 @@ class TopicView:
                     "group.id": f"{self._settings.topic_prefix}-{self._name}",
                     "enable.auto.commit": False,
                     "isolation.level": "read_committed",
+                    # Only if an applied offset is gone (broker lost its data): re-read what is there.
+                    "auto.offset.reset": "earliest",
+                    **self._link.config(),
                 },
             )
         )
         try:
-            meta = consumer.list_topics(self._topic, timeout=10.0).topics[self._topic]
-            parts = sorted(meta.partitions)
-            ends = {}
-            for p in parts:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, p), timeout=10.0, cached=False
-                )
-                ends[p] = high
-            consumer.assign([TopicPartition(self._topic, p, OFFSET_BEGINNING) for p in parts])
+            self._follow(consumer, stop)
+        finally:
+            try:
+                consumer.close()
+            except Exception:  # noqa: BLE001 - a broken consumer may not close cleanly
+                log.warning("view.close_failed", topic=self._topic, exc_info=True)
+
+    def _follow(self, consumer: Consumer, stop: threading.Event) -> None:
+        sup = self._supervisor
+        parts = retry_until_stopped(
+            stop,
+            sup,
+            f"describe {self._topic}",
+            lambda: partitions_of(consumer, self._topic),
+        )
+        if parts is None:
+            return
+        if not self._start_ends:
+            ends = retry_until_stopped(
+                stop, sup, f"read the end of {self._topic}", lambda: self._ends(consumer, parts)
+            )
+            if ends is None:
+                return
             with self._cond:
                 self._start_ends = ends
                 self._cond.notify_all()
-            while not self._stop.is_set():
-                msgs = poll_batch(consumer, 0.1)
-                positions = consumer.position([TopicPartition(self._topic, p) for p in parts])
+        with self._cond:
+            start = {p: self._applied.get(p, OFFSET_BEGINNING) for p in parts}
+        consumer.assign([TopicPartition(self._topic, p, offset) for p, offset in start.items()])
+        self._link.mark_reachable()
+        sup.mark_up()
+        log.info("view.following", topic=self._topic, start=start, restarts=sup.restarts)
+        caught_up = False
+        next_progress = time.monotonic() + self.PROGRESS_EVERY_S
+        while not stop.is_set():
+            if not caught_up:
                 with self._cond:
-                    for msg in msgs:
-                        err = msg.error()
-                        if err is not None:
-                            if err.code() != KafkaError._PARTITION_EOF:
-                                log.warning("view.error", topic=self._topic, error=str(err))
-                            continue
-                        key = msg.key().decode() if msg.key() else ""
-                        try:
-                            self._on_record(key, msg.value(), msg.partition(), msg.offset())
-                        except Exception:
-                            log.exception("view.bad_record", topic=self._topic, key=key, offset=msg.offset())
-                        self._applied[msg.partition()] = msg.offset() + 1
-                    for tp in positions:  # control records (commit markers) advance the position too
-                        if tp.offset >= 0:
-                            self._applied[tp.partition] = max(self._applied.get(tp.partition, 0), tp.offset)
-                    self._cond.notify_all()
-        except Exception:
-            log.exception("view.crashed", topic=self._topic)
-        finally:
-            consumer.close()
+                    behind = self._behind()
+                caught_up = not behind
+                if caught_up:
+                    log.info("view.caught_up", topic=self._topic, applied=self.applied())
+                elif time.monotonic() >= next_progress:  # a long catch-up says how far it is
+                    next_progress = time.monotonic() + self.PROGRESS_EVERY_S
+                    log.info("view.catching_up", topic=self._topic, behind=behind)
+            msgs = poll_batch(consumer, 0.1)
+            positions = consumer.position([TopicPartition(self._topic, p) for p in parts])
+            with self._cond:
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise KafkaException(err)
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning("view.error", topic=self._topic, error=describe(err))
+                        continue
+                    key = msg.key().decode() if msg.key() else ""
+                    try:
+                        self._on_record(key, msg.value(), msg.partition(), msg.offset())
+                    except Exception:
+                        log.exception("view.bad_record", topic=self._topic, key=key, offset=msg.offset())
+                    self._applied[msg.partition()] = msg.offset() + 1
+                for tp in positions:  # control records (commit markers) advance the position too
+                    if tp.offset >= 0:
+                        self._applied[tp.partition] = max(self._applied.get(tp.partition, 0), tp.offset)
+                self._cond.notify_all()
+            if msgs:
+                self._link.mark_reachable()
+            else:
+                self._link.probe(consumer, self._topic)
+
+    def _ends(self, consumer: Consumer, parts: list[int]) -> dict[int, int]:
+        ends = {}
+        for p in parts:
+            _, high = consumer.get_watermark_offsets(
+                TopicPartition(self._topic, p), timeout=10.0, cached=False
+            )
+            ends[p] = high
+        return ends
