@@ -1,8 +1,9 @@
 """Closed-loop HTTP load on Greeter.greet through the ingress; prints req/s, p50 and p99.
 
-Not a test: numbers for the notes. By default it starts everything itself on loopback (a local
-broker, admin, ingress, one processor, the example SDK deployment); with --ingress it loads an
-already running kinvoke whose registry has the example deployment.
+Not a test: numbers for the notes. By default it starts everything itself on loopback (Apache
+Kafka, admin, ingress, one processor, the example SDK deployment; `--broker local` for the
+emulator); with --ingress it loads an already running kinvoke whose registry has the example
+deployment.
 
     .venv/bin/python -m bench.greeter_load --requests 2000 --concurrency 1 64
 """
@@ -23,7 +24,7 @@ import aiohttp
 import httpx
 
 from kafka_core.kafka import create_topics
-from kinvoke.broker import LocalBroker
+from kinvoke.broker import start_broker
 from schemas.settings import Settings
 from tests.conftest import free_port
 from tests.support.processes import Component
@@ -68,16 +69,18 @@ def report(concurrency: int, latencies: list[float], errors: int, elapsed: float
 
 
 @contextlib.contextmanager
-def local_stack() -> Iterator[str]:
+def local_stack(kind: str = "kafka") -> Iterator[str]:
     """Broker + admin + ingress + processor + SDK deployment, all on loopback, torn down after."""
     tmp = Path(tempfile.mkdtemp(prefix="kinvoke-bench-"))
-    broker = LocalBroker(data_dir=tmp / "broker", port=free_port(), log_file=tmp / "broker.log").start()
+    broker = start_broker(kind, tmp / "broker", free_port(), tmp / "broker.log")
     admin_port, ingress_port = free_port(), free_port()
     env = {
         "KINVOKE_BOOTSTRAP_SERVERS": broker.bootstrap,
         "KINVOKE_ADMIN_PORT": str(admin_port),
         "KINVOKE_INGRESS_PORT": str(ingress_port),
         "KINVOKE_LOG_LEVEL": "warning",
+        "KINVOKE_STATE_DIR": str(tmp / "state"),
+        **({"KINVOKE_RECOVERY_BARRIER": "1"} if kind == "local" else {}),
     }
     create_topics(Settings(bootstrap_servers=broker.bootstrap))
     parts = [
@@ -112,9 +115,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="requests per concurrency level")
     parser.add_argument("--duration", type=float, default=30.0, help="max seconds per concurrency level")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
+    parser.add_argument("--broker", choices=["kafka", "local"], default="kafka", help="the broker to start")
     args = parser.parse_args()
     with contextlib.ExitStack() as stack:
-        ingress = args.ingress or stack.enter_context(local_stack())
+        ingress = args.ingress or stack.enter_context(local_stack(args.broker))
         url = f"{ingress.rstrip('/')}/Greeter/greet"
         asyncio.run(closed_loop(url, 50, 4, 10))  # warm-up: connections, consumer fetch sessions
         for c in args.concurrency:

@@ -8,7 +8,8 @@ the task's store (uncommitted there until Kafka commits).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import structlog
 from confluent_kafka import KafkaError, Message
@@ -36,7 +37,14 @@ class Sink(Protocol):
     """What of a (transactional) producer applying needs; confluent_kafka.Producer is one."""
 
     def produce(
-        self, topic: str, value: Any = ..., key: Any = ..., partition: int = ..., **kwargs: Any
+        self,
+        topic: str,
+        value: str | bytes | None = ...,
+        key: str | bytes | None = ...,
+        partition: int = ...,
+        *,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = ...,
+        headers: list[tuple[str, str | bytes | None]] | None = ...,
     ) -> None: ...
 
 
@@ -119,7 +127,10 @@ def _write_changelog(task: PartitionTask, writes: list[tuple[str, bytes | None]]
 
 def dead_letter(topics: Topics, partition: int, msg: Message, reason: str, sink: Sink) -> None:
     log.warning("command.dead_letter", partition=partition, offset=msg.offset(), reason=reason)
-    headers: list[tuple[str, bytes]] = [(k, v or b"") for k, v in (msg.headers() or [])]
+    original = msg.headers() or []
+    headers: list[tuple[str, str | bytes | None]] = list(
+        original.items() if isinstance(original, dict) else original
+    )
     headers += [
         ("kinvoke.dlq.reason", reason.encode()),
         ("kinvoke.dlq.topic", topics.commands.encode()),

@@ -91,7 +91,7 @@ def replay_partition(settings: Settings, partition: int) -> Iterator[tuple[dict,
         report.commands += 1
         for key, value in step.writes:
             report.latest[key] = value
-        yield _describe(msg.offset(), command, step.writes, step.actions), report
+        yield _describe(msg.offset() or 0, command, step.writes, step.actions), report
     if report.commands == 0 and report.undecodable == 0:
         yield {"offset": None, "empty": True}, report
 
@@ -99,7 +99,7 @@ def replay_partition(settings: Settings, partition: int) -> Iterator[tuple[dict,
 def changelog_latest(settings: Settings, partition: int) -> dict[str, bytes | None]:
     latest: dict[str, bytes | None] = {}
     for msg in read_to_end(settings, Topics(settings.topic_prefix).changelog, [partition]):
-        latest[msg.key().decode()] = msg.value()
+        latest[(msg.key() or b"").decode()] = msg.value()
     return latest
 
 

@@ -10,6 +10,7 @@ the changelog — so the two paths cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from kafka_core.changelog_records import ChangelogRecords
 from kafka_core.changelog_store import ChangelogStore
@@ -24,6 +25,7 @@ from schemas.records import (
     Timer,
 )
 
+Decoded = InvocationStatus | JournalEntry | None  # a written record's model, when the writer has it
 _CACHE_LIMIT = 20_000  # decoded invocations kept; the rest is read from the store when needed
 
 
@@ -83,7 +85,7 @@ class PartitionStore(ChangelogRecords):
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def put(self, key: str, value: bytes | None, decoded: object = None) -> None:
+    def put(self, key: str, value: bytes | None, decoded: Decoded = None) -> None:
         """Apply one changelog record (restored, or written by the state machine)."""
         self.kv.put(key, value)
         kind = key.split("/", 1)[0]
@@ -126,7 +128,7 @@ class PartitionStore(ChangelogRecords):
         self._journals.clear()
 
     @staticmethod
-    def _cache(table: dict, key: str, value: object) -> None:  # type: ignore[type-arg]
+    def _cache(table: dict[str, Any], key: str, value: Any) -> None:
         if len(table) >= _CACHE_LIMIT and key not in table:
             table.clear()
         table[key] = value
@@ -139,7 +141,7 @@ class Transaction:
     store: PartitionStore
     writes: list[tuple[str, bytes | None]] = field(default_factory=list)
 
-    def _write(self, key: str, value: bytes | None, decoded: object = None) -> None:
+    def _write(self, key: str, value: bytes | None, decoded: Decoded = None) -> None:
         self.store.put(key, value, decoded)
         self.writes.append((key, value))
 

@@ -126,7 +126,7 @@ class TaskManager:
     def take_restored(self) -> list[PartitionTask]:
         """Restored tasks that are still owned, for the loop to resume. A restore that failed
         (broker unreachable, say) is tried again with a fresh task while the partition is ours."""
-        out = []
+        out: list[PartitionTask] = []
         while True:
             try:
                 task, ok = self._restored.get_nowait()

@@ -38,7 +38,7 @@ class TimerQueue:
 
     def due(self, now_ms: int, store: PartitionStore) -> list[TimerFired]:
         """Timers whose time has come (each once); their TimerFired goes through the log."""
-        fired = []
+        fired: list[TimerFired] = []
         while True:
             if not self.heap and not self.exhausted:
                 self.load(store)

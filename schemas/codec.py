@@ -29,7 +29,7 @@ class DecodeError(ValueError):
 def _named_schemas() -> dict[str, Any]:
     """All .avsc files parsed together, so schemas may reference each other by full name."""
     named: dict[str, Any] = {}
-    pending = sorted(p for p in _AVRO_DIR.iterdir() if p.name.endswith(".avsc"))
+    pending = sorted((p for p in _AVRO_DIR.iterdir() if p.name.endswith(".avsc")), key=lambda p: p.name)
     # Resolve references by retrying files whose dependencies are not parsed yet.
     for _ in range(len(pending) + 1):
         left = []
@@ -87,7 +87,7 @@ def decode(name: str, data: bytes) -> dict[str, Any]:
     if found != name:
         raise DecodeError(f"expected a {name} record, got {found}")
     try:
-        return fastavro.schemaless_reader(
+        datum = fastavro.schemaless_reader(
             io.BytesIO(data[10:]),
             schema(name),
             None,
@@ -96,3 +96,6 @@ def decode(name: str, data: bytes) -> dict[str, Any]:
         )
     except Exception as e:  # fastavro raises several types on truncated/garbage input
         raise DecodeError(f"undecodable {name} record: {e}") from e
+    if not isinstance(datum, dict):
+        raise DecodeError(f"undecodable {name} record: not a record")
+    return datum

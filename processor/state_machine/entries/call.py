@@ -25,7 +25,6 @@ from schemas.records import (
     Invoke,
     InvokedBy,
     InvokedByKind,
-    ResolvedCallee,
     ServiceType,
 )
 from schemas.service_protocol import Frame, MessageType, notification
@@ -40,12 +39,12 @@ def one_way_call(ctx: StepContext, status: InvocationStatus, frame: Frame, messa
     _start_child(ctx, status, frame, message, result_completion_id=None, execute_at_ms=execute_at)
 
 
-def _callee(ctx: StepContext, message: Any) -> ResolvedCallee:
+def _callee(ctx: StepContext, message: Any) -> tuple[ServiceType, HandlerType | None]:
     callee = ctx.next_callee()
     if callee is None or callee.service_ty is None:
         reason = callee.error if callee is not None and callee.error else "the call target was not resolved"
         raise EntryRejected(500, f"cannot call {message.service_name}/{message.handler_name}: {reason}")
-    return callee
+    return callee.service_ty, callee.handler_ty
 
 
 def child_id(
@@ -75,16 +74,16 @@ def _start_child(
     result_completion_id: int | None,
     execute_at_ms: int | None = None,
 ) -> None:
-    callee = _callee(ctx, message)
-    keyed = callee.service_ty != ServiceType.SERVICE
+    service_ty, handler_ty = _callee(ctx, message)
+    keyed = service_ty != ServiceType.SERVICE
     if keyed and not message.key:
         raise EntryRejected(500, f"calling {message.service_name}/{message.handler_name} needs an object key")
     target = InvocationTarget(
         service=message.service_name,
         handler=message.handler_name,
         key=message.key if keyed else None,
-        service_ty=callee.service_ty,
-        handler_ty=callee.handler_ty,
+        service_ty=service_ty,
+        handler_ty=handler_ty,
     )
     index = status.journal_length
     ctx.append_entry(status, frame.encode(), is_command=True)

@@ -29,10 +29,12 @@ def notify(ctx: StepContext, status: InvocationStatus, frame: bytes, ident: Noti
     if status.phase != InvocationPhase.SUSPENDED or waiting is None:
         return
     kind, value = ident
-    awaited = {
-        "completion": waiting.waiting_completions,
-        "signal": waiting.waiting_signals,
-        "named": waiting.waiting_named_signals,
-    }[kind]
+    awaited: list[int] | list[str] = (
+        waiting.waiting_completions
+        if kind == "completion"
+        else waiting.waiting_signals
+        if kind == "signal"
+        else waiting.waiting_named_signals
+    )
     if value in awaited:
         suspend.resume(ctx, status)

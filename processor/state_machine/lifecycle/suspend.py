@@ -14,7 +14,7 @@ from schemas.records import InvocationPhase, InvocationStatus, Suspended
 
 def apply(ctx: StepContext, status: InvocationStatus, waiting: Suspended) -> None:
     present = journal.notification_ids(ctx.journal(status.invocation_id))
-    wanted = {("completion", c) for c in waiting.waiting_completions}
+    wanted: set[tuple[str, int | str]] = {("completion", c) for c in waiting.waiting_completions}
     wanted |= {("signal", s) for s in waiting.waiting_signals}
     wanted |= {("named", n) for n in waiting.waiting_named_signals}
     status.retry_count = 0
