@@ -260,9 +260,7 @@ def main() -> None:
         finally:
             proc.stop()
             admin.stop()
-        print(
-            "\n| invocations | processor warm restart | cold (no local state) | admin warm | admin cold |"
-        )
+        print("\n| invocations | processor warm restart | cold (no local state) | admin warm | admin cold |")
         print("|---:|---:|---:|---:|---:|")
         for size, _, warm, cold, aw, ac in rows:
             print(f"| {size} | {warm:.2f} s | {cold:.2f} s | {aw:.2f} s | {ac:.2f} s |")
