@@ -9,13 +9,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
 from kinvoke.logging import configure_logging
 from schemas.settings import Settings
 
+if TYPE_CHECKING:
+    from kinvoke.broker import Broker
+
 log = structlog.get_logger("kinvoke")
+# A JVM starting on a loaded machine can take a while; a broker that dies fails at once anyway.
+BROKER_START_TIMEOUT_S = 60.0
 
 
 def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
@@ -29,8 +35,7 @@ def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_processor(settings: Settings, args: argparse.Namespace) -> int:
     from processor.service import run_processor
 
-    run_processor(settings)
-    return 0
+    return run_processor(settings)
 
 
 def _cmd_ingress(settings: Settings, args: argparse.Namespace) -> int:
@@ -54,13 +59,48 @@ def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return run(settings, partitions, args.verify)
 
 
-def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
-    from kinvoke.broker import LocalBroker
+def _broker_kind(settings: Settings, args: argparse.Namespace) -> str:
+    """`--broker` wins over KINVOKE_BROKER."""
+    return args.broker or settings.broker
 
-    broker = LocalBroker(data_dir=Path(settings.broker_data_dir), port=settings.broker_port).start()
-    print(f"broker listening on {broker.bootstrap} (data in {settings.broker_data_dir}); Ctrl-C stops it")
-    _wait_for_signal()
-    broker.stop()
+
+def _broker_data_dir(settings: Settings, kind: str) -> Path:
+    """KINVOKE_BROKER_DATA_DIR if set, else one directory per broker kind (`.kinvoke/kafka` for
+    Apache Kafka, `.kinvoke/broker` for the emulator): their storage has nothing in common."""
+    from kinvoke.broker import DEFAULT_DATA_DIRS
+
+    if "broker_data_dir" in settings.model_fields_set:
+        return Path(settings.broker_data_dir)
+    return Path(DEFAULT_DATA_DIRS[kind])
+
+
+def _start_broker(settings: Settings, kind: str) -> Broker:
+    """The broker of `kinvoke dev` / `kinvoke broker`, its log next to its data dir."""
+    from kinvoke.broker import start_broker
+
+    data_dir = _broker_data_dir(settings, kind)
+    log_file = data_dir.parent / f"{data_dir.name}.log"
+    what = "Apache Kafka" if kind == "kafka" else "the broker emulator (noida-db)"
+    print(f"starting {what} on 127.0.0.1:{settings.broker_port} (log in {log_file})", flush=True)
+    return start_broker(kind, data_dir, settings.broker_port, log_file, timeout_s=BROKER_START_TIMEOUT_S)
+
+
+def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
+    from kinvoke.broker import BrokerError
+
+    kind = _broker_kind(settings, args)
+    try:
+        broker = _start_broker(settings, kind)
+    except BrokerError as e:
+        print(f"kinvoke broker: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C while the broker starts (it is stopped already)
+        return 130
+    print(f"broker listening on {broker.bootstrap} (data in {broker.data_dir}); Ctrl-C stops it", flush=True)
+    try:
+        _wait_for_signal()
+    finally:
+        broker.stop()
     return 0
 
 
@@ -77,30 +117,29 @@ def _wait_for_signal() -> None:
 
 
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    """Local broker + topics + admin + ingress + one processor; Ctrl-C stops all of it."""
+    """Broker + topics + admin + ingress + one processor; Ctrl-C stops all of it."""
     from kafka_core.kafka import create_topics
-    from kinvoke.broker import LocalBroker
+    from kinvoke.broker import BrokerError, log_tail
 
-    broker: LocalBroker | None = None
+    broker: Broker | None = None
+    code = 0
+    env = dict(os.environ)
     if not args.external_broker:
-        Path(settings.broker_data_dir).mkdir(parents=True, exist_ok=True)
-        broker = LocalBroker(
-            data_dir=Path(settings.broker_data_dir),
-            port=settings.broker_port,
-            log_file=Path(settings.broker_data_dir).parent / "broker.log",
-        ).start()
-        os.environ["KINVOKE_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        settings = Settings()
-    create_topics(settings)
+        kind = _broker_kind(settings, args)
+        try:
+            broker = _start_broker(settings, kind)
+        except BrokerError as e:
+            print(f"kinvoke dev: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:  # Ctrl-C while the broker starts (it is stopped already)
+            return 130
+        env["KINVOKE_BOOTSTRAP_SERVERS"] = broker.bootstrap
+        env["KINVOKE_BROKER"] = kind
+        if kind == "local":
+            # The processor works around a quirk of the emulator with this (see processor/).
+            env["KINVOKE_RECOVERY_BARRIER"] = "1"
+        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap, "broker": kind})
     children: list[subprocess.Popen[bytes]] = []
-    for component in ("admin", "ingress", "processor"):
-        children.append(subprocess.Popen([sys.executable, "-m", "kinvoke.cli", component]))
-    print(
-        f"kinvoke dev: admin http://{settings.admin_host}:{settings.admin_port}  "
-        f"ingress http://{settings.ingress_host}:{settings.ingress_port}  "
-        f"kafka {settings.bootstrap_servers}  (Ctrl-C stops everything)",
-        flush=True,
-    )
     stop = {"now": False}
 
     def handler(*_: object) -> None:
@@ -109,11 +148,25 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     try:
+        create_topics(settings)
+        for component in ("admin", "ingress", "processor"):
+            children.append(subprocess.Popen([sys.executable, "-m", "kinvoke.cli", component], env=env))
+        print(
+            f"kinvoke dev: admin http://{settings.admin_host}:{settings.admin_port}  "
+            f"ingress http://{settings.ingress_host}:{settings.ingress_port}  "
+            f"kafka {settings.bootstrap_servers}  (Ctrl-C stops everything)",
+            flush=True,
+        )
         while not stop["now"]:
             for child in children:
                 if child.poll() is not None:
                     log.error("dev.component_exited", pid=child.pid, code=child.returncode)
                     stop["now"] = True
+            if broker is not None and not broker.is_running():
+                log.error("dev.broker_exited", log_file=str(broker.log_file))
+                print(f"kinvoke dev: the broker exited; its log ends with:\n{log_tail(broker.log_file)}")
+                stop["now"] = True
+                code = 1
             time.sleep(0.2)
     finally:
         for child in children:
@@ -126,13 +179,23 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                 child.kill()
         if broker is not None:
             broker.stop()
-    return 0
+    return code
+
+
+def _broker_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--broker",
+        choices=["kafka", "local"],
+        help="kafka: Apache Kafka from the jars ./scripts/setup.sh fetched (default); local: the pip-only "
+        "emulator noida-db, for machines without Java (default: KINVOKE_BROKER, else kafka)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kinvoke", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    dev = sub.add_parser("dev", help="start the local broker, admin, ingress and a processor")
+    dev = sub.add_parser("dev", help="start a Kafka broker, admin, ingress and a processor")
+    _broker_flag(dev)
     dev.add_argument(
         "--external-broker", action="store_true", help="use KINVOKE_BOOTSTRAP_SERVERS, start no broker"
     )
@@ -140,7 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("processor", help="run a partition processor").set_defaults(func=_cmd_processor)
     sub.add_parser("ingress", help="run the HTTP ingress").set_defaults(func=_cmd_ingress)
     sub.add_parser("admin", help="run the admin API").set_defaults(func=_cmd_admin)
-    sub.add_parser("broker", help="run the local Kafka-compatible broker").set_defaults(func=_cmd_broker)
+    broker = sub.add_parser("broker", help="run a local Kafka broker (Apache Kafka, or --broker local)")
+    _broker_flag(broker)
+    broker.set_defaults(func=_cmd_broker)
     replay = sub.add_parser("replay", help="re-run the commands log through the state machine (debugging)")
     replay.add_argument(
         "--partition", type=int, action="append", help="partition(s) to replay (default: all)"

@@ -1,10 +1,76 @@
 #!/usr/bin/env bash
-# Creates .venv at the repo root and installs kinvoke with the local broker and test tools.
+# Creates .venv at the repo root and installs kinvoke with its test tools and the pip-only broker
+# emulator, then fetches Apache Kafka (scripts/kafka/pom.xml) with Maven into .kinvoke/kafka-libs/
+# for `kinvoke dev` and the tests. Without Java >= 17 or Maven it says so in one line and installs
+# the Python side only (then use `kinvoke dev --broker local`). `--require-kafka` (CI) makes that
+# an error instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
+REQUIRE_KAFKA=0
+for arg in "$@"; do
+  case "$arg" in
+    --require-kafka) REQUIRE_KAFKA=1 ;;
+    *) echo "usage: $0 [--require-kafka]" >&2; exit 2 ;;
+  esac
+done
+
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
+
+# --- Apache Kafka ----------------------------------------------------------------------------
+POM=scripts/kafka/pom.xml
+LIBS=.kinvoke/kafka-libs
+# The same Java kinvoke/broker.py runs: $JAVA_HOME/bin/java if set, else java on PATH.
+JAVA=java
+if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
+  JAVA="$JAVA_HOME/bin/java"
+fi
+
+no_kafka() {
+  if [ "$REQUIRE_KAFKA" = 1 ]; then
+    echo "setup: $1" >&2
+    exit 1
+  fi
+  echo "setup: $1 — Apache Kafka not installed; use \`kinvoke dev --broker local\` and KINVOKE_TEST_BROKER=local" >&2
+  exit 0
+}
+
+java_major() {
+  # `java -version` prints e.g. `openjdk version "17.0.15" ...` or `java version "1.8.0_392"`.
+  local v
+  v=$("$JAVA" -version 2>&1 | sed -n 's/.* version "\([^"]*\)".*/\1/p' | head -n1)
+  v=${v#1.}
+  echo "${v%%[.+-]*}"
+}
+
+command -v "$JAVA" >/dev/null 2>&1 || no_kafka "no java found (Java >= 17 needed)"
+major=$(java_major)
+if ! [[ "$major" =~ ^[0-9]+$ ]] || [ "$major" -lt 17 ]; then
+  no_kafka "Java >= 17 needed, $JAVA is version '${major:-unknown}'"
+fi
+
+# Skip when the jars of exactly this pom are already there (COMPLETE holds the pom's checksum and
+# is written last, so an interrupted download is redone).
+want=$(sha256sum "$POM" | cut -d' ' -f1)
+if [ -f "$LIBS/COMPLETE" ] && [ "$(cat "$LIBS/COMPLETE")" = "$want" ]; then
+  exit 0
+fi
+command -v mvn >/dev/null 2>&1 || no_kafka "no mvn found (Maven fetches the Kafka jars)"
+
+mkdir -p .kinvoke
+rm -rf "$LIBS.tmp"
+echo "setup: fetching Apache Kafka ($POM) into $LIBS" >&2
+if ! mvn -B --no-transfer-progress -Dstyle.color=never -f "$POM" \
+  dependency:copy-dependencies -DoutputDirectory="$PWD/$LIBS.tmp" >.kinvoke/kafka-libs.log 2>&1; then
+  tail -n 30 .kinvoke/kafka-libs.log >&2
+  echo "setup: Maven could not fetch Apache Kafka (whole output in .kinvoke/kafka-libs.log)" >&2
+  exit 1
+fi
+ls "$LIBS.tmp"/kafka_2.13-*.jar >/dev/null
+echo "$want" >"$LIBS.tmp/COMPLETE"
+rm -rf "$LIBS"
+mv "$LIBS.tmp" "$LIBS"

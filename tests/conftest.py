@@ -1,4 +1,12 @@
-"""Shared fixtures: a real Kafka broker per test session (or the one in KINVOKE_TEST_BOOTSTRAP)."""
+"""Shared fixtures: a real Kafka broker per test session.
+
+Which broker:
+- default: Apache Kafka (the jars `./scripts/setup.sh` fetched), on free loopback ports, its data
+  and log (`kafka.log`) in pytest's tmp dir;
+- `KINVOKE_TEST_BROKER=local`: the pip-only emulator noida-db (machines without Java);
+- `KINVOKE_TEST_BOOTSTRAP=host:port`: a broker someone else runs (tests that restart the broker
+  are skipped then).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from kinvoke.broker import LocalBroker, wait_for_broker
+from kinvoke.broker import Broker, BrokerError, start_broker, wait_for_broker
+
+# Quick tests that still cover the broker and the SDK (`./scripts/test.sh -m smoke`): CI runs
+# them on the emulator too. Paths relative to tests/.
+SMOKE = ("unit/", "integration/test_invoker_sdk.py", "integration/test_dev_command.py")
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        try:
+            rel = item.path.resolve().relative_to(TESTS).as_posix()
+        except ValueError:
+            continue
+        if rel.startswith(SMOKE):
+            item.add_marker(pytest.mark.smoke)
 
 
 def free_port() -> int:
@@ -19,20 +43,66 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def session_broker_kind() -> str:
+    """KINVOKE_TEST_BROKER: "kafka" (default) or "local"."""
+    kind = os.environ.get("KINVOKE_TEST_BROKER") or "kafka"
+    if kind not in ("kafka", "local"):
+        pytest.fail(f"KINVOKE_TEST_BROKER={kind!r}: expected kafka or local", pytrace=False)
+    return kind
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real broker: the one named by KINVOKE_TEST_BOOTSTRAP, else a fresh local one."""
+def _session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker | None]:
+    """The broker this session started, None when KINVOKE_TEST_BOOTSTRAP names one."""
     given = os.environ.get("KINVOKE_TEST_BOOTSTRAP")
     if given:
         wait_for_broker(given)
-        yield given
+        yield None
         return
-    data_dir: Path = tmp_path_factory.mktemp("broker")
-    broker = LocalBroker(data_dir=data_dir, port=free_port(), log_file=data_dir / "broker.log").start()
+    kind = session_broker_kind()
+    base: Path = tmp_path_factory.mktemp("broker")
+    log_file = base / f"{kind}.log"
     try:
-        yield broker.bootstrap
+        broker = start_broker(kind, base / kind, free_port(), log_file, timeout_s=90.0)
+    except BrokerError as e:
+        hint = "" if kind == "local" else "\n(no Java >= 17? KINVOKE_TEST_BROKER=local uses the emulator)"
+        pytest.fail(f"the test broker did not start: {e}{hint}", pytrace=False)
+    # The processors the tests start work around an emulator quirk with this (see processor/).
+    barrier = os.environ.get("KINVOKE_RECOVERY_BARRIER")
+    if kind == "local":
+        os.environ["KINVOKE_RECOVERY_BARRIER"] = "1"
+    try:
+        yield broker
     finally:
         broker.stop()
+        if kind == "local":
+            if barrier is None:
+                os.environ.pop("KINVOKE_RECOVERY_BARRIER", None)
+            else:
+                os.environ["KINVOKE_RECOVERY_BARRIER"] = barrier
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(_session_broker: Broker | None) -> str:
+    """host:port of a real broker: the one named by KINVOKE_TEST_BOOTSTRAP, else the session's."""
+    if _session_broker is None:
+        return os.environ["KINVOKE_TEST_BOOTSTRAP"]
+    return _session_broker.bootstrap
+
+
+@pytest.fixture
+def kafka_broker(_session_broker: Broker | None) -> Iterator[Broker]:
+    """The session's broker, for tests that stop and start it (`stop()`, `start()`; its data dir
+    and port stay). Running again after the test whatever the test did. Skipped when the tests use
+    KINVOKE_TEST_BOOTSTRAP."""
+    if _session_broker is None:
+        pytest.skip("restarts the broker: not with KINVOKE_TEST_BOOTSTRAP")
+    yield _session_broker
+    if not _session_broker.is_running():
+        try:
+            _session_broker.start(90.0)
+        except BrokerError as e:
+            pytest.fail(f"the test broker did not start again: {e}", pytrace=False)
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
-"""`kinvoke dev` (the README's first command) starts everything and Ctrl-C stops all of it."""
+"""`kinvoke dev` (the README's first command) starts everything and Ctrl-C stops all of it: with
+Apache Kafka (the default) and with the emulator (`--broker local`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from kinvoke.broker import BrokerError, check_kafka_libs, find_java
 from tests.conftest import free_port
 from tests.support.processes import REPO, wait_for_port
 
@@ -24,33 +27,75 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_dev_starts_everything_and_ctrl_c_stops_it(tmp_path: Path) -> None:
+def _components_env(pid: int) -> dict[str, dict[str, str]]:
+    """The environments of the `kinvoke.cli <component>` children of `pid` (Linux /proc)."""
+    envs = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) != pid:
+                continue
+            argv = (stat.parent / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            raw = (stat.parent / "environ").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+        if "kinvoke.cli" in argv:
+            component = argv[argv.index("kinvoke.cli") + 1]
+            envs[component] = dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv)
+    return envs
+
+
+@pytest.mark.parametrize("broker", ["kafka", "local"])
+def test_dev_starts_everything_and_ctrl_c_stops_it(broker: str, tmp_path: Path) -> None:
+    if broker == "kafka" and os.environ.get("KINVOKE_TEST_BROKER") == "local":
+        try:  # the emulator was asked for: maybe there is no Java here
+            find_java()
+            check_kafka_libs()
+        except BrokerError as e:
+            pytest.skip(f"KINVOKE_TEST_BROKER=local and Apache Kafka cannot run here: {e}")
     ports = {"broker": free_port(), "admin": free_port(), "ingress": free_port()}
+    data_dir = tmp_path / broker
     env = {
         **os.environ,
         "PYTHONPATH": str(REPO),
         "KINVOKE_BROKER_PORT": str(ports["broker"]),
-        "KINVOKE_BROKER_DATA_DIR": str(tmp_path / "broker"),
+        "KINVOKE_BROKER_DATA_DIR": str(data_dir),
         "KINVOKE_ADMIN_PORT": str(ports["admin"]),
         "KINVOKE_INGRESS_PORT": str(ports["ingress"]),
         "KINVOKE_PROCESSOR_GROUP_ID": "dev-test",
+        "KINVOKE_STATE_DIR": str(tmp_path / "state"),
     }
-    env.pop("KINVOKE_BOOTSTRAP_SERVERS", None)
+    for name in ("KINVOKE_BOOTSTRAP_SERVERS", "KINVOKE_BROKER", "KINVOKE_RECOVERY_BARRIER"):
+        env.pop(name, None)
+    # Apache Kafka is the default; the emulator only when asked for.
+    cmd = [sys.executable, "-m", "kinvoke.cli", "dev"] + (["--broker", "local"] if broker == "local" else [])
     log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kinvoke.cli", "dev"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for_port("127.0.0.1", ports["admin"], 60, proc)
+        # A JVM on a loaded machine: `kinvoke dev` itself waits up to 60 s for the broker.
+        wait_for_port("127.0.0.1", ports["admin"], 120, proc)
         wait_for_port("127.0.0.1", ports["ingress"], 60, proc)
         assert httpx.get(f"http://127.0.0.1:{ports['admin']}/health").status_code == 200
         version = httpx.get(f"http://127.0.0.1:{ports['admin']}/version").json()
         assert version["ingress_endpoint"] == f"http://127.0.0.1:{ports['ingress']}/"
         assert httpx.get(f"http://127.0.0.1:{ports['ingress']}/restate/health").json() == {"services": []}
         assert _listening(ports["broker"])
+        components = _components_env(proc.pid)
+        assert sorted(components) == ["admin", "ingress", "processor"]
+        for child_env in components.values():
+            assert child_env["KINVOKE_BOOTSTRAP_SERVERS"] == f"127.0.0.1:{ports['broker']}"
+            # Only the emulator needs the processor's recovery barrier.
+            assert child_env.get("KINVOKE_RECOVERY_BARRIER") == ("1" if broker == "local" else None)
+        kafka_state = data_dir / "kinvoke-kafka.json"
+        if broker == "kafka":
+            assert (data_dir / "logs" / "meta.properties").exists()  # Apache Kafka's storage
+            ports["controller"] = json.loads(kafka_state.read_text())["controller_port"]
+            assert _listening(ports["controller"])
+        else:
+            assert not kafka_state.exists()
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         code = proc.wait(60)
+    log.close()
     assert code == 0, (tmp_path / "dev.log").read_text()
     deadline = time.monotonic() + 10
     while any(_listening(p) for p in ports.values()) and time.monotonic() < deadline:
