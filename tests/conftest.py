@@ -11,7 +11,9 @@ Which broker:
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +26,18 @@ from kinvoke.broker import Broker, BrokerError, start_broker, wait_for_broker
 # them on the emulator too. Paths relative to tests/.
 SMOKE = ("unit/", "integration/test_invoker_sdk.py", "integration/test_dev_command.py")
 TESTS = Path(__file__).resolve().parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (`timeout`, a CI runner giving up) ends the session like Ctrl-C does, so fixtures
+    still stop the brokers and processes they started instead of leaving them behind."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    main = threading.current_thread() is threading.main_thread()
+    if main and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects
