@@ -14,23 +14,24 @@ consumer when idle and every commit carries as much as is waiting.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from kafka_core.errors import Disposition, classify, describe
 from kafka_core.kafka import client_config, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
-from kafka_core.supervision import Unrecoverable, exit_code, fatal
+from kafka_core.supervision import KafkaLink, SupervisedThread, Unrecoverable, exit_code, fatal
 from processor import state_machine
 from processor.apply import PoisonCommand, apply_records
 from processor.effects import EffectProducer
@@ -50,6 +51,7 @@ from schemas.topics import Topics
 log = structlog.get_logger(__name__)
 
 TXN_TIMEOUT_S = 30.0
+WEDGED_AFTER_S = 3 * TXN_TIMEOUT_S
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
 
@@ -88,6 +90,14 @@ class ProcessorService:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self.transactions = 0
+        self._consumer_link = KafkaLink("processor consumer")
+        self._producer_link = KafkaLink("processor transactions")
+        # After an outage the transactional producer is replaced before it is used again:
+        # librdkafka may keep a stale group coordinator and then never send the offsets
+        # (send_offsets_to_transaction hangs past its timeout; librdkafka #5456, #5511).
+        self._producer_outage = False
+        self._txn_call: tuple[str, float] | None = None  # (call, since) while one runs
+        self._watchdog = SupervisedThread("transaction-watchdog", self._watch_transactions)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -113,13 +123,14 @@ class ProcessorService:
             self.invoker.start()
             self.tasks.start()
             self.subscriptions.start()
+            self._watchdog.start()
             self.producer = self._new_producer()
             self.consumer = self._consumer_factory(self._consumer_config())
             self.consumer.subscribe(
                 [self.topics.commands],
                 on_assign=self.tasks.on_assign,
                 on_revoke=self.tasks.on_revoke,
-                on_lost=self.tasks.on_lost,
+                on_lost=self._on_lost,
             )
             log.info(
                 "processor.started",
@@ -151,6 +162,7 @@ class ProcessorService:
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
             "enable.partition.eof": False,
+            **self._consumer_link.config(),
         }
         if self.settings.processor_instance_id:
             extra["group.instance.id"] = self.settings.processor_instance_id
@@ -164,15 +176,44 @@ class ProcessorService:
                     "transactional.id": self.transactional_id(),
                     "transaction.timeout.ms": self.settings.processor_transaction_timeout_ms,
                     "linger.ms": 0,
+                    **self._producer_link.config(),
+                    "error_cb": self._producer_error,
                 },
             )
         )
-        producer.init_transactions(TXN_TIMEOUT_S)
+        with self._transactional_call("init_transactions"):
+            producer.init_transactions(TXN_TIMEOUT_S)
         return producer
+
+    def _producer_error(self, err: KafkaError) -> None:
+        self._producer_link.error_cb(err)
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._producer_outage = True
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._producer_outage = True  # out of the group: a long stall or an outage
+        self.tasks.on_lost(consumer, partitions)
+
+    @contextlib.contextmanager
+    def _transactional_call(self, name: str) -> Iterator[None]:
+        self._txn_call = (name, time.monotonic())
+        try:
+            yield
+        finally:
+            self._txn_call = None
+
+    def _watch_transactions(self, stop: threading.Event) -> None:
+        """A transactional call that outlives its own timeout by far is wedged inside librdkafka:
+        nothing in this process can unblock it, so stop (a supervisor restarts the processor)."""
+        while not stop.wait(1.0):
+            call = self._txn_call
+            if call is not None and time.monotonic() - call[1] > WEDGED_AFTER_S:
+                raise Unrecoverable(f"{call[0]} has not returned after {WEDGED_AFTER_S:.0f}s")
 
     def _shutdown(self) -> None:
         log.info("processor.stopping")
         self.subscriptions.stop()
+        self._watchdog.stop()
         if self.consumer is not None:
             try:
                 # A dynamic member leaves the group here: its partitions move at once. The
@@ -239,6 +280,10 @@ class ProcessorService:
             return
         started = time.perf_counter()
         actions: dict[int, list[Action]] = {}
+        if self._producer_outage:
+            self._producer_outage = False
+            log.info("processor.replacing_producer", why="after an outage")
+            self._replace_producer()
         try:
             self.producer.begin_transaction()
             for p, (task, msgs) in batch.items():
@@ -248,9 +293,10 @@ class ProcessorService:
             offsets = [
                 TopicPartition(self.topics.commands, p, _next_offset(msgs)) for p, (_, msgs) in batch.items()
             ]
-            self.producer.send_offsets_to_transaction(
-                offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
-            )
+            with self._transactional_call("send_offsets_to_transaction"):
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
+                )
             self._commit_transaction()
         except PoisonCommand as e:
             self._abort(batch, f"command {e.partition}@{e.offset} failed")
@@ -277,15 +323,15 @@ class ProcessorService:
 
     def _commit_transaction(self) -> None:
         assert self.producer is not None
-        for _ in range(3):
+        for attempt in range(4):
             try:
-                self.producer.commit_transaction(TXN_TIMEOUT_S)
+                with self._transactional_call("commit_transaction"):
+                    self.producer.commit_transaction(TXN_TIMEOUT_S)
                 return
             except KafkaException as e:
-                if classify(e) != Disposition.RETRY:
+                if classify(e) != Disposition.RETRY or attempt == 3:
                     raise
                 log.warning("processor.commit_retry", error=describe(e))
-        self.producer.commit_transaction(TXN_TIMEOUT_S)
 
     def _on_kafka_error(
         self, e: KafkaException, batch: dict[int, tuple[PartitionTask, list[Message]]]
@@ -309,7 +355,8 @@ class ProcessorService:
     def _abort(self, batch: dict[int, tuple[PartitionTask, list[Message]]], why: str) -> None:
         assert self.producer is not None
         try:
-            self.producer.abort_transaction(TXN_TIMEOUT_S)
+            with self._transactional_call("abort_transaction"):
+                self.producer.abort_transaction(TXN_TIMEOUT_S)
         except KafkaException as e:
             if classify(e) == Disposition.FENCED:
                 raise Unrecoverable(f"fenced while aborting: {describe(e)}") from e

@@ -145,3 +145,36 @@ def test_recovery_waits_until_the_partition_is_caught_up(processor: ProcessorSer
     processor.consumer.positions[0] = 3  # type: ignore[union-attr]
     processor._recover_caught_up()
     assert processor.invoker.invoked == [(0, inv, 1)]  # type: ignore[attr-defined]
+
+
+def test_after_an_outage_the_producer_is_replaced_before_the_next_transaction(
+    processor: ProcessorService,
+) -> None:
+    from confluent_kafka import KafkaError as Err
+
+    a, _ = _two_partitions(processor)
+    old: FakeProducer = processor.producer  # type: ignore[assignment]
+    fresh = FakeProducer()
+    processor._producer_factory = lambda _conf: fresh  # type: ignore[assignment,return-value]
+    processor._producer_error(Err(Err._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    processor.process([record(0, 10, invoke(inv=a))])
+    assert old.calls == ["purge"] and fresh.calls[:2] == ["init_transactions", "begin_transaction"]
+    assert processor.tasks.tasks[0].store.status(a) is not None  # type: ignore[union-attr]
+
+
+def test_a_wedged_transactional_call_stops_the_process(
+    processor: ProcessorService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from processor import service as service_module
+
+    monkeypatch.setattr(service_module, "WEDGED_AFTER_S", 0.0)
+    stop = threading.Event()
+    with processor._transactional_call("send_offsets_to_transaction"):
+        time.sleep(0.01)
+        with pytest.raises(Unrecoverable, match="send_offsets_to_transaction has not returned"):
+            processor._watch_transactions(stop)
+    stop.set()
+    processor._watch_transactions(stop)  # nothing running: returns once stopped
