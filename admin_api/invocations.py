@@ -42,7 +42,7 @@ class KafkaInvocationControl:
             raise RegistryError(503, "invocation management is starting; retry")
         inv = str(invocation_id)
         what = f"the {operation.name.lower()} request"
-        waiter = results.register_ack(inv)
+        waiter = results.register_ack(inv, ManageAnswer)
         try:
             command = Command(
                 timestamp_ms=int(time.time() * 1000),

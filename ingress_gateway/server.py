@@ -188,7 +188,7 @@ class Ingress:
         inv = str(invocation_id)
         assert self.results is not None
         result_waiter = self.results.register(inv)
-        other_waiter = self.results.register_ack(inv)
+        other_waiter = self.results.register_ack(inv, OutputNotReady)
         try:
             lookup = Command(
                 timestamp_ms=int(time.time() * 1000), body=GetOutput(invocation_id=inv, wait=wait)
@@ -281,7 +281,7 @@ class Ingress:
         if cmd.reply_to_results:
             waiter = self.results.register(inv)
         elif cmd.ack_to_results:
-            waiter = self.results.register_ack(inv)
+            waiter = self.results.register_ack(inv, InvocationAccepted)
         try:
             failed = await self._append(invocation_id, Command(timestamp_ms=now, body=cmd), "the invocation")
             if failed is not None:

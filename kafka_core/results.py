@@ -50,13 +50,20 @@ def _decode(data: bytes) -> Answer:
     return _ANSWERS[name].decode(data)
 
 
+_ACKS: tuple[type[Answer], ...] = (InvocationAccepted, OutputNotReady, ManageAnswer)
+_AckWaiter = tuple[asyncio.Future[Any], tuple[type[Answer], ...]]
+
+
 class ResultsListener:
     def __init__(self, settings: Settings, loop: asyncio.AbstractEventLoop) -> None:
         self._settings = settings
         self._loop = loop
         self._topic = Topics(settings.topic_prefix).results
         self._waiters: dict[str, list[asyncio.Future[InvocationResult]]] = defaultdict(list)
-        self._ack_waiters: dict[str, list[asyncio.Future[Any]]] = defaultdict(list)
+        # invocation id -> (waiter, the answer types it waits for)
+        self._ack_waiters: dict[str, list[tuple[asyncio.Future[Any], tuple[type[Answer], ...]]]] = (
+            defaultdict(list)
+        )
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._positions: dict[int, int] = {}  # partition -> next offset to consume
@@ -91,33 +98,45 @@ class ResultsListener:
         fut.set_exception(Unavailable(self._gone))
         return fut
 
-    def register_ack(self, invocation_id: str) -> asyncio.Future[Any]:
-        """A waiter for the answers that are not results (InvocationAccepted, OutputNotReady)."""
+    def register_ack(self, invocation_id: str, *kinds: type[Answer]) -> asyncio.Future[Any]:
+        """A waiter for answers that are not results (InvocationAccepted, OutputNotReady,
+        ManageAnswer) of the given `kinds` only: several requests about one invocation (an attach
+        and a cancel, say) each get their own kind of answer. No kinds: any of them."""
         fut: asyncio.Future[Any] = self._loop.create_future()
         with self._lock:
             if self._gone is None:
-                self._ack_waiters[invocation_id].append(fut)
+                self._ack_waiters[invocation_id].append((fut, kinds or _ACKS))
                 return fut
         fut.set_exception(Unavailable(self._gone))
         return fut
 
     def unregister(self, invocation_id: str, fut: asyncio.Future[Any]) -> None:
         with self._lock:
-            for table in (self._waiters, self._ack_waiters):
-                waiters = table.get(invocation_id)
-                if waiters and fut in waiters:
-                    waiters.remove(fut)
-                    if not waiters:
-                        del table[invocation_id]
+            results = self._waiters.get(invocation_id)
+            if results and fut in results:
+                results.remove(fut)
+                if not results:
+                    del self._waiters[invocation_id]
+            acks = self._ack_waiters.get(invocation_id)
+            if acks:
+                acks[:] = [(f, k) for f, k in acks if f is not fut]
+                if not acks:
+                    del self._ack_waiters[invocation_id]
         if fut.done() and not fut.cancelled():
             fut.exception()  # retrieved: an abandoned failed waiter is not "never retrieved"
 
     def _deliver(self, record: Answer) -> None:
-        table: dict[str, list[asyncio.Future[Any]]] = (
-            self._waiters if isinstance(record, InvocationResult) else self._ack_waiters  # type: ignore[assignment]
-        )
         with self._lock:
-            waiters = table.pop(record.invocation_id, [])
+            if isinstance(record, InvocationResult):
+                waiters = self._waiters.pop(record.invocation_id, [])
+            else:
+                acks = self._ack_waiters.get(record.invocation_id, [])
+                waiters = [f for f, kinds in acks if isinstance(record, kinds)]
+                rest = [(f, k) for f, k in acks if not isinstance(record, k)]
+                if rest:
+                    self._ack_waiters[record.invocation_id] = rest
+                else:
+                    self._ack_waiters.pop(record.invocation_id, None)
         for fut in waiters:
             if not fut.done():
                 fut.set_result(record)
@@ -126,7 +145,8 @@ class ResultsListener:
         """Fail every current waiter with `Unavailable(reason)` (e.g. on shutdown): a request must
         not wait for an answer this listener will not deliver."""
         with self._lock:
-            waiters = [f for table in (self._waiters, self._ack_waiters) for fs in table.values() for f in fs]
+            waiters = [f for fs in self._waiters.values() for f in fs]
+            waiters += [f for acks in self._ack_waiters.values() for f, _ in acks]
             self._waiters.clear()
             self._ack_waiters.clear()
 

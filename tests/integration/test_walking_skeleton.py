@@ -95,14 +95,30 @@ def _consume_one(
     raise AssertionError(f"no matching record on {topic} within {timeout_s}s")
 
 
-def _status(settings: Settings, invocation_id: str) -> InvocationStatus:
+def _read_status(settings: Settings, invocation_id: str) -> InvocationStatus | None:
     """An invocation's status as the changelog has it (read the way a processor restores it)."""
     partition = partition_of(InvocationId.parse(invocation_id).partition_key, settings.partitions)
     store = PartitionStore(partition)
     for msg in read_to_end(settings, Topics(settings.topic_prefix).changelog, [partition]):
         store.restore(msg.key().decode(), msg.value())
-    status = store.status(invocation_id)
+    return store.status(invocation_id)
+
+
+def _status(settings: Settings, invocation_id: str) -> InvocationStatus:
+    status = _read_status(settings, invocation_id)
     assert status is not None, f"{invocation_id} is not in the changelog"
+    return status
+
+
+def _wait_status(
+    settings: Settings, invocation_id: str, until: Callable[[InvocationStatus], bool], timeout_s: float = 20
+) -> InvocationStatus:
+    """Poll the changelog until the invocation's status satisfies `until` (an accepted send may not
+    be applied yet when its 202 arrives)."""
+    deadline = time.monotonic() + timeout_s
+    while (status := _read_status(settings, invocation_id)) is None or not until(status):
+        assert time.monotonic() < deadline, f"{invocation_id}: {status}"
+        time.sleep(0.1)
     return status
 
 
@@ -190,10 +206,7 @@ def test_register_call_kill_restart(
         awakeable = awakeable_id(InvocationId.parse(waiting).to_bytes(), 17)  # the SDK's first awakeable
         resolved = client.post(f"{ingress}/restate/awakeables/{awakeable}/resolve", content=b'"approved"')
         assert resolved.status_code == 202
-        deadline = time.monotonic() + 20
-        while (approval := _status(settings, waiting)).phase != InvocationPhase.COMPLETED:
-            assert time.monotonic() < deadline, approval
-            time.sleep(0.1)
+        approval = _wait_status(settings, waiting, lambda st: st.phase == InvocationPhase.COMPLETED)
         assert approval.result == Success(value=b'"Ann: approved"')
         bad = client.post(f"{ingress}/restate/awakeables/sign_1nope/resolve", content=b"1")
         assert bad.status_code == 400 and bad.json()["source"] == "ingress"
@@ -211,9 +224,7 @@ def test_register_call_kill_restart(
             time.sleep(0.1)
         assert _call(client, f"{ingress}/Signup/wf-1/confirm", "code-42").json() == "resolved"
         wf_id = submitted.json()["invocationId"]
-        while (wf := _status(settings, wf_id)).phase != InvocationPhase.COMPLETED:
-            assert time.monotonic() < deadline, wf
-            time.sleep(0.1)
+        wf = _wait_status(settings, wf_id, lambda st: st.phase == InvocationPhase.COMPLETED)
         assert json.loads(wf.result.value) == {"email": "a@example.com", "confirmed_with": "code-42"}  # type: ignore[union-attr]
         rerun = _call(client, f"{ingress}/Signup/wf-1/run", "b@example.com")
         assert rerun.status_code == 409
@@ -239,7 +250,11 @@ def test_register_call_kill_restart(
         # Cancel, kill and purge through the admin API.
         napper = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]
         to_kill = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]
-        time.sleep(0.5)  # both are suspended in their sleep now
+        for inv in (napper, to_kill):  # both suspended in their sleep before they are cancelled/killed
+            deadline = time.monotonic() + 30
+            while client.get(f"{admin}/invocations/{inv}").json().get("status") != "suspended":
+                assert time.monotonic() < deadline, client.get(f"{admin}/invocations/{inv}").text
+                time.sleep(0.1)
         assert client.patch(f"{admin}/invocations/{napper}/cancel").status_code == 202
         cancelled = client.get(f"{ingress}/restate/invocation/{napper}/attach", timeout=30)
         assert cancelled.status_code == 409
@@ -417,9 +432,7 @@ def test_register_call_kill_restart(
             assert status.deployment_id == dep11["id"]
 
         # Meanwhile the flaky invocation went on failing, with backoff, on its pinned deployment.
-        deadline = time.monotonic() + 15
-        while (flaky_status := _status(settings, flaky_id)).retry_count < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        flaky_status = _wait_status(settings, flaky_id, lambda st: st.retry_count >= 2)
         assert flaky_status.phase == InvocationPhase.INVOKED
         assert flaky_status.retry_count >= 2
         assert flaky_status.next_retry_at_ms is not None

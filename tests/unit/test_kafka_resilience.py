@@ -197,6 +197,26 @@ async def test_results_tail_given_up_fails_waiters_and_new_registrations(
         listener.stop()
 
 
+
+async def test_answers_reach_only_the_waiters_of_their_kind(cluster: FakeCluster) -> None:
+    """An attach waiting for its invocation and a cancel of the same invocation: the cancel's
+    answer must not be taken for the attach's (it was, and the ingress answered 500)."""
+    from schemas.records import OutputNotReady
+
+    listener = ResultsListener(SETTINGS, asyncio.get_running_loop())
+    await asyncio.to_thread(listener.start, 5)
+    try:
+        attach = listener.register_ack("inv_a", OutputNotReady)
+        cancel = listener.register_ack("inv_a", ManageAnswer)
+        manage = ManageAnswer(invocation_id="inv_a", outcome=ManageOutcome.DONE)
+        cluster.append(TOPICS.results, b"a", manage.encode(), partition=0)
+        assert await asyncio.wait_for(cancel, 5) == manage
+        assert not attach.done()
+        cluster.append(TOPICS.results, b"a", OutputNotReady(invocation_id="inv_a").encode(), partition=0)
+        assert isinstance(await asyncio.wait_for(attach, 5), OutputNotReady)
+    finally:
+        listener.stop()
+
 # -- CommandClient --------------------------------------------------------------------------------
 
 
