@@ -22,8 +22,9 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
@@ -49,6 +50,7 @@ from schemas.topics import Topics
 from tests.conftest import free_port
 from tests.support.processes import Component, wait_for_port
 
+T = TypeVar("T")
 TARGET = InvocationTarget(service="Greeter", handler="greet", service_ty=ServiceType.SERVICE)
 OUTPUT = encode_message(MessageType.OUTPUT_COMMAND, pb.OutputCommandMessage(value=pb.Value(content=b'"hi"')))
 
@@ -131,6 +133,18 @@ def wait_drained(settings: Settings, timeout_s: float) -> None:
         time.sleep(1.0)
 
 
+def retried(call: Callable[[], T], timeout_s: float = 120) -> T:
+    """Kafka calls right after a broker (re)start fail until the partitions have leaders."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def probe_all_partitions(settings: Settings, timeout_s: float) -> float:
     """Produce a completed invocation to every partition; seconds until all results are out."""
     topics = Topics(settings.topic_prefix)
@@ -145,7 +159,9 @@ def probe_all_partitions(settings: Settings, timeout_s: float) -> float:
     meta = consumer.list_topics(topics.results, timeout=30).topics[topics.results]
     ends = []
     for p in meta.partitions:
-        _, high = consumer.get_watermark_offsets(TopicPartition(topics.results, p), timeout=30)
+        _, high = retried(
+            lambda p=p: consumer.get_watermark_offsets(TopicPartition(topics.results, p), timeout=30)
+        )
         ends.append(TopicPartition(topics.results, p, high))
     consumer.assign(ends)
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "partitioner": "murmur2_random"})
