@@ -71,6 +71,14 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     return created
 
 
+def partition_offset(msg: Message) -> tuple[int, int]:
+    """A consumed record's partition and offset (librdkafka sets both on every record it returns)."""
+    partition, offset = msg.partition(), msg.offset()
+    if partition is None or offset is None:
+        raise ValueError("a record without partition or offset (not one returned by a consumer)")
+    return partition, offset
+
+
 def poll_batch(consumer: Consumer, timeout_s: float, max_messages: int = 500) -> list[Message]:
     """Wait up to `timeout_s` for the first record, then take what else is already there.
 

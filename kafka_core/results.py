@@ -19,7 +19,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from kafka_core import supervision
-from kafka_core.kafka import client_config, poll_batch
+from kafka_core.kafka import client_config, partition_offset, poll_batch
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
@@ -139,7 +139,7 @@ class ResultsListener:
                     self._ack_waiters.pop(record.invocation_id, None)
         for fut in waiters:
             if not fut.done():
-                fut.set_result(record)
+                fut.set_result(record)  # type: ignore[arg-type]  # results go to result waiters only
 
     def fail_all(self, reason: str) -> None:
         """Fail every current waiter with `Unavailable(reason)` (e.g. on shutdown): a request must
@@ -246,8 +246,9 @@ class ResultsListener:
                     )
                 else:
                     self._call_in_loop(self._deliver, record)
+                partition, offset = partition_offset(msg)
                 with self._lock:
-                    self._positions[msg.partition()] = msg.offset() + 1
+                    self._positions[partition] = offset + 1
 
     def _ends(self, consumer: Consumer, parts: list[int]) -> dict[int, int]:
         ends = {}

@@ -245,7 +245,7 @@ class KafkaLogger:
             message = fmt % args
         except (TypeError, ValueError):
             message = " ".join([fmt, *map(str, args)])
-        fields = {"component": self.component, "message": message, "facility": facility}
+        fields: dict[str, str | int] = {"component": self.component, "message": message, "facility": facility}
         suppressed = self._suppressed.pop(key, 0)
         if suppressed:
             fields["suppressed_since_last"] = suppressed

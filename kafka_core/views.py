@@ -9,7 +9,7 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
-from kafka_core.kafka import client_config, poll_batch
+from kafka_core.kafka import client_config, partition_offset, poll_batch
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
@@ -176,12 +176,14 @@ class TopicView:
                         if err.code() != KafkaError._PARTITION_EOF:
                             log.warning("view.error", topic=self._topic, error=describe(err))
                         continue
-                    key = msg.key().decode() if msg.key() else ""
+                    raw_key = msg.key()
+                    key = raw_key.decode() if raw_key else ""
+                    partition, offset = partition_offset(msg)
                     try:
-                        self._on_record(key, msg.value(), msg.partition(), msg.offset())
+                        self._on_record(key, msg.value(), partition, offset)
                     except Exception:
-                        log.exception("view.bad_record", topic=self._topic, key=key, offset=msg.offset())
-                    self._applied[msg.partition()] = msg.offset() + 1
+                        log.exception("view.bad_record", topic=self._topic, key=key, offset=offset)
+                    self._applied[partition] = offset + 1
                 for tp in positions:  # control records (commit markers) advance the position too
                     if tp.offset >= 0:
                         self._applied[tp.partition] = max(self._applied.get(tp.partition, 0), tp.offset)

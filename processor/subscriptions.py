@@ -10,6 +10,7 @@ offset is stored for commit only after its Invoke is durably in `commands`.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import threading
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from kafka_core.kafka import producer_config
+from kafka_core.kafka import partition_offset, producer_config
 from kafka_core.metadata import MetadataView
 from kafka_core.supervision import KafkaLink, SupervisedThread, describe, join_problems
 from schemas.ids import InvocationId, partition_key_of
@@ -58,8 +59,9 @@ def invocation_for(sub: SubscriptionRecord, registry: Registry, msg: Message) ->
     ts_type, ts = msg.timestamp()
     if ts_type and ts >= 0:
         headers.append(Header(name="kafka.timestamp", value=str(ts)))
-    if msg.key() is not None:
-        headers.append(Header(name="kafka.key", value=base64.urlsafe_b64encode(msg.key()).decode()))
+    raw_key = msg.key()
+    if raw_key is not None:
+        headers.append(Header(name="kafka.key", value=base64.urlsafe_b64encode(raw_key).decode()))
     return Invoke(
         invocation_id=str(invocation_id),
         target=InvocationTarget(
@@ -121,7 +123,7 @@ class SubscriptionConsumer:
         self._metadata = metadata
         self._commands = Topics(settings.topic_prefix).commands
         cluster, self.topic = sub.cluster_and_topic
-        props = {
+        props: dict[str, str | bool] = {
             "auto.offset.reset": "latest",
             **metadata.registry().clusters[cluster].properties,
             **sub.options,
@@ -235,7 +237,7 @@ class SubscriptionConsumer:
         on_delivery: Callable[[KafkaError | None, Message, int, int], None],
         store: Callable[[int, int], None],
     ) -> None:
-        partition, offset = msg.partition(), msg.offset()
+        partition, offset = partition_offset(msg)
         invoke = invocation_for(self.sub, self._metadata.registry(), msg)
         marks.sent(partition, offset)
         if invoke is None:  # nothing to run for it: do not read it again
@@ -251,7 +253,7 @@ class SubscriptionConsumer:
                     self._commands,
                     key=routing_key(pk),
                     value=command.encode(),
-                    on_delivery=lambda err, m, p=partition, o=offset: on_delivery(err, m, p, o),
+                    on_delivery=functools.partial(_delivered, on_delivery, partition, offset),
                 )
                 break
             except BufferError:  # the producer's queue is full: let it drain
@@ -306,3 +308,14 @@ class SubscriptionRunner:
             self._retry_at.pop(sub_id, None)
             consumer.start()
             self._running[sub_id] = consumer
+
+
+def _delivered(
+    then: Callable[[KafkaError | None, Message, int, int], None],
+    partition: int,
+    offset: int,
+    err: KafkaError | None,
+    msg: Message,
+) -> None:
+    """A delivery report, told which source record (partition, offset) the Invoke came from."""
+    then(err, msg, partition, offset)
