@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("kinvoke")
 # A JVM starting on a loaded machine can take a while; a broker that dies fails at once anyway.
 BROKER_START_TIMEOUT_S = 60.0
+DEV_MAX_RESTARTS = 5  # per component within DEV_CRASH_WINDOW_S
+DEV_CRASH_WINDOW_S = 60.0
 
 
 def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
@@ -41,15 +43,13 @@ def _cmd_processor(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_ingress(settings: Settings, args: argparse.Namespace) -> int:
     from ingress_gateway.server import run_ingress
 
-    run_ingress(settings)
-    return 0
+    return run_ingress(settings)
 
 
 def _cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     from admin_api.server import run_admin
 
-    run_admin(settings)
-    return 0
+    return run_admin(settings)
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -69,9 +69,7 @@ def _broker_data_dir(settings: Settings, kind: str) -> Path:
     Apache Kafka, `.kinvoke/broker` for the emulator): their storage has nothing in common."""
     from kinvoke.broker import DEFAULT_DATA_DIRS
 
-    if "broker_data_dir" in settings.model_fields_set:
-        return Path(settings.broker_data_dir)
-    return Path(DEFAULT_DATA_DIRS[kind])
+    return Path(settings.broker_data_dir or DEFAULT_DATA_DIRS[kind])
 
 
 def _start_broker(settings: Settings, kind: str) -> Broker:
@@ -139,8 +137,12 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             # The processor works around a quirk of the emulator with this (see processor/).
             env["KINVOKE_RECOVERY_BARRIER"] = "1"
         settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap, "broker": kind})
-    children: list[subprocess.Popen[bytes]] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    crashes: dict[str, list[float]] = {}
     stop = {"now": False}
+
+    def spawn(component: str) -> None:
+        children[component] = subprocess.Popen([sys.executable, "-m", "kinvoke.cli", component], env=env)
 
     def handler(*_: object) -> None:
         stop["now"] = True
@@ -150,7 +152,7 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     try:
         create_topics(settings)
         for component in ("admin", "ingress", "processor"):
-            children.append(subprocess.Popen([sys.executable, "-m", "kinvoke.cli", component], env=env))
+            spawn(component)
         print(
             f"kinvoke dev: admin http://{settings.admin_host}:{settings.admin_port}  "
             f"ingress http://{settings.ingress_host}:{settings.ingress_port}  "
@@ -158,10 +160,25 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
             flush=True,
         )
         while not stop["now"]:
-            for child in children:
-                if child.poll() is not None:
-                    log.error("dev.component_exited", pid=child.pid, code=child.returncode)
+            for component, child in list(children.items()):
+                if child.poll() is None or stop["now"]:
+                    continue
+                # A component that stops by itself is restarted, as a supervisor would; one that
+                # keeps crashing stops everything, with a non-zero exit.
+                now = time.monotonic()
+                recent = [t for t in crashes.get(component, []) if now - t < DEV_CRASH_WINDOW_S] + [now]
+                crashes[component] = recent
+                log.error("dev.component_exited", component=component, pid=child.pid, code=child.returncode)
+                if len(recent) > DEV_MAX_RESTARTS:
+                    print(
+                        f"kinvoke dev: {component} exited {len(recent)} times "
+                        f"in {DEV_CRASH_WINDOW_S:.0f}s; stopping"
+                    )
                     stop["now"] = True
+                    code = 1
+                else:
+                    log.info("dev.component_restarting", component=component, restarts=len(recent))
+                    spawn(component)
             if broker is not None and not broker.is_running():
                 log.error("dev.broker_exited", log_file=str(broker.log_file))
                 print(f"kinvoke dev: the broker exited; its log ends with:\n{log_tail(broker.log_file)}")
@@ -169,10 +186,10 @@ def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
                 code = 1
             time.sleep(0.2)
     finally:
-        for child in children:
+        for child in children.values():
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        for child in children:
+        for child in children.values():
             try:
                 child.wait(10)
             except subprocess.TimeoutExpired:

@@ -44,7 +44,8 @@ class Settings(BaseSettings):
     # Which broker `kinvoke dev` / `kinvoke broker` run: Apache Kafka from the jars `setup.sh`
     # fetched ("kafka"), or the pip-only emulator ("local", for machines without Java).
     broker: str = Field(default="kafka", pattern="^(kafka|local)$")
-    broker_data_dir: str = ".kinvoke/broker"
+    # Default: `.kinvoke/kafka` for Apache Kafka, `.kinvoke/broker` for the emulator.
+    broker_data_dir: str | None = None
     # Set by `kinvoke dev --broker local`: the emulator's consumer position does not advance past
     # an aborted batch at a partition's end, so processors detect catch-up with a barrier record.
     recovery_barrier: bool = False

@@ -29,6 +29,11 @@ def _listening(port: int) -> bool:
 
 def _components_env(pid: int) -> dict[str, dict[str, str]]:
     """The environments of the `kinvoke.cli <component>` children of `pid` (Linux /proc)."""
+    return {name: env for name, (_, env) in _components(pid).items()}
+
+
+def _components(pid: int) -> dict[str, tuple[int, dict[str, str]]]:
+    """The `kinvoke.cli <component>` children of `pid`: their pids and environments (Linux /proc)."""
     envs = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -40,7 +45,10 @@ def _components_env(pid: int) -> dict[str, dict[str, str]]:
             continue
         if "kinvoke.cli" in argv:
             component = argv[argv.index("kinvoke.cli") + 1]
-            envs[component] = dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv)
+            envs[component] = (
+                int(stat.parent.name),
+                dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv),
+            )
     return envs
 
 
@@ -92,6 +100,13 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(broker: str, tmp_path: Path) 
             assert _listening(ports["controller"])
         else:
             assert not kafka_state.exists()
+        # `kinvoke dev` supervises its components: one that dies is started again.
+        crashed = _components(proc.pid)["processor"][0]
+        os.kill(crashed, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _components(proc.pid).get("processor", (crashed, {}))[0] == crashed:
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         code = proc.wait(60)
