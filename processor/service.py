@@ -433,7 +433,14 @@ class ProcessorService:
                 continue
             task.recovery_pending = False
             assert task.store is not None
-            recovery = state_machine.recovery_actions(task.store)
+            # Attempts this owner started meanwhile (for commands applied before catching up) are
+            # not started twice.
+            recovery = [
+                a
+                for a in state_machine.recovery_actions(task.store)
+                if not (isinstance(a, InvokeAttempt) and (a.invocation_id, a.attempt) in task.started)
+            ]
+            task.started.clear()
             if recovery:
                 log.info("task.recovering", partition=p, invocations=len(recovery))
             for action in recovery:
@@ -483,6 +490,8 @@ class ProcessorService:
             duration_since_last_stored_entry_ms=max(0, now_ms() - status.last_stored_entry_at_ms),
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
         )
+        if task.recovery_pending:
+            task.started.add((action.invocation_id, action.attempt))
         self.invoker.invoke(task.partition, action, request, status.deployment_id, status.target.service)
 
     def _fire_timers(self) -> None:

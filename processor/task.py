@@ -62,6 +62,7 @@ class PartitionTask:
     committed_offset: int = 0  # the commands offset after the last committed transaction
     catch_up_offset: int = 0  # recovery starts once the consumer has read up to here
     recovery_pending: bool = True
+    started: set[tuple[str, int]] = field(default_factory=set)  # attempts started before recovery
     timers: TimerQueue = field(default_factory=TimerQueue)
     poison: dict[int, str] = field(default_factory=dict)  # offset -> why the state machine failed on it
     restored_records: int = 0

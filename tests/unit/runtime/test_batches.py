@@ -178,3 +178,19 @@ def test_a_wedged_transactional_call_stops_the_process(
             processor._watch_transactions(stop)
     stop.set()
     processor._watch_transactions(stop)  # nothing running: returns once stopped
+
+
+def test_recovery_does_not_start_an_attempt_the_new_owner_already_started(
+    processor: ProcessorService,
+) -> None:
+    """Commands applied before catching up can start invocations; recovery must not run them again."""
+    task = running_task(0, start_offset=0)
+    task.recovery_pending, task.catch_up_offset = True, 5
+    processor.tasks.tasks[0] = task
+    fresh = invocation_on(0)
+    processor.process([record(0, 0, invoke(inv=fresh))])
+    assert processor.invoker.invoked == [(0, fresh, 1)]  # type: ignore[attr-defined]
+    processor.consumer.positions[0] = 5  # type: ignore[union-attr]
+    processor._recover_caught_up()
+    assert processor.invoker.invoked == [(0, fresh, 1)]  # type: ignore[attr-defined]
+    assert not task.recovery_pending and task.started == set()
