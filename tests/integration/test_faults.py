@@ -259,8 +259,8 @@ def test_ledger_under_chaos(restartable_broker: Broker, topic_prefix: str, tmp_p
         t = time.monotonic()
         verify_s = stack.stop_processors_and_verify()
         step(f"replay --verify ({verify_s:.1f}s)", t)
-    for what, seconds in timeline:
-        print(f"  {what}: {seconds:.1f}s")
+    for done_what, seconds in timeline:
+        print(f"  {done_what}: {seconds:.1f}s")
     print(f"ledger under chaos: {time.monotonic() - started:.0f}s in all")
 
 
@@ -425,12 +425,13 @@ def test_burst_of_invokes_drains(kafka_bootstrap: str, topic_prefix: str, tmp_pa
 
             def drained() -> bool:
                 for msg in results.consume(1000, 0.5):
-                    if msg.error() is not None or msg.value() is None:
+                    value = msg.value()
+                    if msg.error() is not None or value is None:
                         continue
                     inv = (msg.key() or b"").decode()
-                    if inv not in expected or codec.schema_name_of(msg.value()) != InvocationResult.avro_name:
+                    if inv not in expected or codec.schema_name_of(value) != InvocationResult.avro_name:
                         continue
-                    result = InvocationResult.decode(msg.value())
+                    result = InvocationResult.decode(value)
                     if (
                         not isinstance(result.result, Success)
                         or json.loads(result.result.value) != expected[inv]
@@ -521,7 +522,9 @@ def test_failover_time(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) 
             work.stop()
         # When the survivors were given the partitions and had rebuilt them (their logs).
         survivors = [n for n in stack.procs if n != victim]
-        assigned, running, restore_ms = {}, {}, {}
+        assigned: dict[int, float] = {}
+        running: dict[int, float] = {}
+        restore_ms: dict[int, int | None] = {}
         for n in survivors:
             for e in stack.events(n):
                 if _wall(e) < killed_wall:

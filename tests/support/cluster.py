@@ -261,8 +261,11 @@ class Stack:
             parts.append(f"the deployment exited; its log ends with:\n{tail(self.deployment.log_text())}")
         raise StackError("\n\n".join(parts))
 
-    def wait_until(self, cond: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.2) -> Any:
-        """Poll `cond` until it is truthy (returned), failing fast if a process died."""
+    def wait_until(
+        self, cond: Callable[[], Any], timeout_s: float, what: str | Callable[[], str], every_s: float = 0.2
+    ) -> Any:
+        """Poll `cond` until it is truthy (returned), failing fast if a process died. `what` (or
+        what it returns, when the wait times out) says what was awaited."""
         deadline = time.monotonic() + timeout_s
         while True:
             self.check_alive()
@@ -407,12 +410,13 @@ class Stack:
             deadline = time.monotonic() + 30
             while len(at_eof) < len(starts) and time.monotonic() < deadline:
                 for msg in consumer.consume(500, 0.2):
-                    err = msg.error()
+                    err, part = msg.error(), msg.partition()
+                    assert part is not None
                     if err is not None:
                         if err.code() == KafkaError._PARTITION_EOF:
-                            at_eof.add(msg.partition())
+                            at_eof.add(part)
                         continue
-                    left[msg.partition()] += 1
+                    left[part] += 1
             return {p: n for p, n in left.items() if n}
         finally:
             consumer.close()
