@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from kafka_core.errors import describe_error, error_of
 from kafka_core.kafka import producer_config
 from kafka_core.results import ResultsListener
 from kafka_core.supervision import (
@@ -19,10 +20,8 @@ from kafka_core.supervision import (
     SupervisedThread,
     Unavailable,
     WaitTimeout,
-    describe,
     discard_producer,
     join_problems,
-    kafka_error_of,
 )
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
@@ -114,7 +113,7 @@ class CommandClient:
         while not stop.is_set():
             fatal_error = self._link.fatal_error
             if fatal_error is not None and self._broken is None:
-                self._request_recreate(describe(fatal_error))
+                self._request_recreate(describe_error(fatal_error))
             if self._broken is not None:
                 self._recreate()
             self.producer.poll(0.1)
@@ -165,8 +164,8 @@ class CommandClient:
                 error = None
             else:
                 if err.fatal():
-                    self._request_recreate(describe(err))
-                error = Unavailable(f"Kafka did not take the command: {describe(err)}")
+                    self._request_recreate(describe_error(err))
+                error = Unavailable(f"Kafka did not take the command: {describe_error(err)}")
             with contextlib.suppress(RuntimeError):  # the request's loop is gone
                 loop.call_soon_threadsafe(_settle, done, error)
 
@@ -180,10 +179,10 @@ class CommandClient:
         except BufferError:
             raise Unavailable("the command producer's queue is full; retry later") from None
         except KafkaException as e:
-            err = kafka_error_of(e)
+            err = error_of(e)
             if err is not None and err.fatal():
-                self._request_recreate(describe(err))
-            raise Unavailable(f"cannot produce the command: {describe(err) if err else e}") from None
+                self._request_recreate(describe_error(err))
+            raise Unavailable(f"cannot produce the command: {describe_error(err) if err else e}") from None
         key = id(done)
         with self._lock:
             self._pending[key] = _Pending(loop, done, generation)

@@ -60,6 +60,10 @@ def classify(exc: BaseException) -> Disposition:
     return Disposition.ABORT
 
 
+def describe_error(err: KafkaError) -> str:
+    return f"{err.name()}: {err.str()}"
+
+
 def describe(exc: BaseException) -> str:
     err = error_of(exc)
     if err is None:

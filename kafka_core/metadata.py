@@ -14,15 +14,14 @@ from typing import Any
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from kafka_core.errors import describe_error, error_of
 from kafka_core.kafka import producer_config
 from kafka_core.supervision import (
     KafkaLink,
     Unavailable,
     WaitTimeout,
-    describe,
     discard_producer,
     join_problems,
-    kafka_error_of,
 )
 from kafka_core.views import TopicView
 from schemas.registry import Registry, apply_record
@@ -75,7 +74,7 @@ class MetadataView:
         broken = link.fatal_error if link is not None and self._producer is not None else None
         return join_problems(
             self._view.health(),
-            f"the metadata producer is unusable: {describe(broken)}" if broken is not None else None,
+            f"the metadata producer is unusable: {describe_error(broken)}" if broken is not None else None,
         )
 
     def _on_record(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
@@ -143,7 +142,7 @@ class MetadataView:
                 else:
                     if err.fatal():
                         link.error_cb(err)  # the producer is unusable: replaced after this write
-                    error = Unavailable(f"the registry write was not taken by Kafka: {describe(err)}")
+                    error = Unavailable(f"the registry write was not taken by Kafka: {describe_error(err)}")
                     loop.call_soon_threadsafe(settle, fut, None, error)
 
             try:
@@ -151,17 +150,19 @@ class MetadataView:
             except BufferError:
                 raise Unavailable("the metadata producer's queue is full; retry later") from None
             except KafkaException as e:
-                err = kafka_error_of(e)
+                err = error_of(e)
                 if err is not None and err.fatal():
-                    self._discard(producer, describe(err))
+                    self._discard(producer, describe_error(err))
                     raise Unavailable(
-                        f"the metadata producer failed ({describe(err)}) and was recreated; retry"
+                        f"the metadata producer failed ({describe_error(err)}) and was recreated; retry"
                     ) from None
-                raise Unavailable(f"cannot write to the registry: {describe(err) if err else e}") from None
+                raise Unavailable(
+                    f"cannot write to the registry: {describe_error(err) if err else e}"
+                ) from None
             delivered.append(fut)
         left = await asyncio.to_thread(producer.flush, self._delivery_timeout_s + 2.0)
         if link.fatal_error is not None:
-            self._discard(producer, describe(link.fatal_error))
+            self._discard(producer, describe_error(link.fatal_error))
         if left:
             raise WaitTimeout(
                 f"Kafka did not acknowledge the registry write within {self._delivery_timeout_s:g}s"
@@ -171,7 +172,7 @@ class MetadataView:
         if failures:
             if link.fatal_error is not None:
                 raise Unavailable(
-                    f"the metadata producer failed ({describe(link.fatal_error)}) and was recreated; "
+                    f"the metadata producer failed ({describe_error(link.fatal_error)}) and was recreated; "
                     f"{len(failures)} of {len(outcomes)} records may be missing: retry"
                 )
             raise failures[0]

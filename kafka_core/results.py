@@ -19,12 +19,12 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from kafka_core import supervision
+from kafka_core.errors import describe_error
 from kafka_core.kafka import client_config, partition_offset, poll_batch
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
     Unavailable,
-    describe,
     join_problems,
     partitions_of,
     retry_until_stopped,
@@ -236,7 +236,7 @@ class ResultsListener:
                     if err.fatal():
                         raise KafkaException(err)
                     if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("results.error", topic=self._topic, error=describe(err))
+                        log.warning("results.error", topic=self._topic, error=describe_error(err))
                     continue
                 try:
                     record = _decode(msg.value() or b"")

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 import structlog
 from confluent_kafka import KafkaError, KafkaException
 
+from kafka_core.errors import describe_error, error_of
+
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
@@ -197,29 +199,6 @@ class SupervisedThread:
 # -- Kafka clients ------------------------------------------------------------------------------
 
 
-def describe(err: KafkaError) -> str:
-    return f"{err.name()}: {err.str()}"
-
-
-def kafka_error_of(exc: BaseException) -> KafkaError | None:
-    """The `KafkaError` a `KafkaException` carries (None for anything else)."""
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0]
-    return None
-
-
-def classify(err: KafkaError) -> str:
-    """`fatal` (the client instance is unusable: recreate it), `abort` (abort the transaction),
-    `retriable` (the same operation may succeed later) or `failed` (this operation failed)."""
-    if err.fatal():
-        return "fatal"
-    if err.txn_requires_abort():
-        return "abort"
-    if err.retriable():
-        return "retriable"
-    return "failed"
-
-
 class KafkaLogger:
     """librdkafka's own log lines, through structlog, each kind at most once per `every_s`.
 
@@ -279,17 +258,17 @@ class KafkaLink:
         if err.fatal():
             if self.fatal_error is None:
                 self.fatal_error = err
-                log.error("kafka.fatal_error", component=self.component, error=describe(err))
+                log.error("kafka.fatal_error", component=self.component, error=describe_error(err))
             return
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
             if self.unreachable is None:
-                log.warning("kafka.unreachable", component=self.component, error=describe(err))
+                log.warning("kafka.unreachable", component=self.component, error=describe_error(err))
             self.unreachable = f"Kafka is unreachable ({err.str()})"
             return
         now = time.monotonic()
         if now - self._logged.get(err.code(), -self._log_every_s) >= self._log_every_s:
             self._logged[err.code()] = now
-            log.warning("kafka.client_error", component=self.component, error=describe(err))
+            log.warning("kafka.client_error", component=self.component, error=describe_error(err))
 
     def mark_reachable(self) -> None:
         """Called when the client got an answer from a broker (a delivery, a fetch, metadata)."""
@@ -312,7 +291,7 @@ class KafkaLink:
 
     def problem(self) -> str | None:
         if self.fatal_error is not None:
-            return f"{self.component}: fatal Kafka client error {describe(self.fatal_error)}"
+            return f"{self.component}: fatal Kafka client error {describe_error(self.fatal_error)}"
         if self.unreachable is not None:
             return f"{self.component}: {self.unreachable}"
         return None
@@ -353,10 +332,10 @@ def retry_until_stopped(
         try:
             return call()
         except KafkaException as e:
-            err = kafka_error_of(e)
+            err = error_of(e)
             if err is not None and err.fatal():
                 raise
-            reason = f"waiting for Kafka to {what}: {describe(err) if err else e}"
+            reason = f"waiting for Kafka to {what}: {describe_error(err) if err else e}"
             supervisor.mark_down(reason)
             log.warning("kafka.waiting", component=supervisor.name, reason=reason, retry_in_s=delay)
             stop.wait(delay)

@@ -9,11 +9,11 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from kafka_core.errors import describe_error
 from kafka_core.kafka import client_config, partition_offset, poll_batch
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
-    describe,
     join_problems,
     partitions_of,
     retry_until_stopped,
@@ -174,7 +174,7 @@ class TopicView:
                         if err.fatal():
                             raise KafkaException(err)
                         if err.code() != KafkaError._PARTITION_EOF:
-                            log.warning("view.error", topic=self._topic, error=describe(err))
+                            log.warning("view.error", topic=self._topic, error=describe_error(err))
                         continue
                     raw_key = msg.key()
                     key = raw_key.decode() if raw_key else ""

@@ -19,9 +19,14 @@ from collections.abc import Callable
 import structlog
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from kafka_core.errors import describe_error
 from kafka_core.kafka import partition_offset, producer_config
 from kafka_core.metadata import MetadataView
-from kafka_core.supervision import KafkaLink, SupervisedThread, describe, join_problems
+from kafka_core.supervision import (
+    KafkaLink,
+    SupervisedThread,
+    join_problems,
+)
 from schemas.ids import InvocationId, partition_key_of
 from schemas.partitioner import routing_key
 from schemas.records import Command, Header, InvocationTarget, Invoke, InvokedBy, InvokedByKind, ServiceType
@@ -175,7 +180,8 @@ class SubscriptionConsumer:
         def on_delivery(err: KafkaError | None, _msg: Message, partition: int, offset: int) -> None:
             if err is not None:
                 failures.append(
-                    f"the Invoke for {self.topic}[{partition}]@{offset} was not written: {describe(err)}"
+                    f"the Invoke for {self.topic}[{partition}]@{offset} was not written: "
+                    f"{describe_error(err)}"
                 )
                 return
             committable = marks.delivered(partition, offset)

@@ -197,7 +197,6 @@ async def test_results_tail_given_up_fails_waiters_and_new_registrations(
         listener.stop()
 
 
-
 async def test_answers_reach_only_the_waiters_of_their_kind(cluster: FakeCluster) -> None:
     """An attach waiting for its invocation and a cancel of the same invocation: the cancel's
     answer must not be taken for the attach's (it was, and the ingress answered 500)."""
@@ -216,6 +215,7 @@ async def test_answers_reach_only_the_waiters_of_their_kind(cluster: FakeCluster
         assert isinstance(await asyncio.wait_for(attach, 5), OutputNotReady)
     finally:
         listener.stop()
+
 
 # -- CommandClient --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from kafka_core import supervision
+from kafka_core.errors import error_of
 from kafka_core.supervision import (
     FATAL_EXIT_CODE,
     KafkaLink,
@@ -20,7 +21,6 @@ from kafka_core.supervision import (
     SupervisedThread,
     Unrecoverable,
     join_problems,
-    kafka_error_of,
     partitions_of,
     retry_until_stopped,
 )
@@ -252,7 +252,7 @@ def test_partitions_of_a_missing_topic_is_a_kafka_error() -> None:
     assert partitions_of(client, "there") == [0, 1, 2]
     with pytest.raises(KafkaException) as e:
         partitions_of(client, "missing")
-    err = kafka_error_of(e.value)
+    err = error_of(e.value)
     assert err is not None and err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
 
 
