@@ -14,24 +14,23 @@ consumer when idle and every commit carries as much as is waiting.
 
 from __future__ import annotations
 
-import contextlib
 import queue
 import signal
 import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from kafka_core.errors import Disposition, classify, describe
 from kafka_core.kafka import client_config, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
-from kafka_core.supervision import KafkaLink, SupervisedThread, Unrecoverable, exit_code, fatal
+from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal
 from processor import state_machine
 from processor.apply import PoisonCommand, apply_records
 from processor.effects import EffectProducer
@@ -42,6 +41,7 @@ from processor.state_machine import Action, InvokeAttempt, ScheduleTimer
 from processor.subscriptions import SubscriptionRunner
 from processor.task import PartitionTask
 from processor.task_manager import TaskManager
+from processor.transactions import TransactionalProducer, Wedged
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
 from schemas.records import Barrier, Command, InvocationPhase, Timer
@@ -50,8 +50,6 @@ from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 
-TXN_TIMEOUT_S = 30.0
-WEDGED_AFTER_S = 3 * TXN_TIMEOUT_S
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
 
@@ -82,22 +80,18 @@ class ProcessorService:
         self.member = settings.processor_instance_id or ""
         self._stop = threading.Event()
         self.effects = effects or EffectProducer(settings)
-        self.invoker = invoker or InvokerService(self.metadata.registry, self.effects)
+        self.invoker = invoker or InvokerService(
+            self.metadata.registry, self.effects, settings.invoker_concurrency_per_deployment
+        )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
         self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
         self._barriers: dict[int, str] = {}  # partition -> nonce of the barrier we wait for
         self.consumer: Consumer | None = None
-        self.producer: Producer | None = None
+        self.txn: TransactionalProducer | None = None
         self.transactions = 0
         self._consumer_link = KafkaLink("processor consumer")
         self._producer_link = KafkaLink("processor transactions")
-        # After an outage the transactional producer is replaced before it is used again:
-        # librdkafka may keep a stale group coordinator and then never send the offsets
-        # (send_offsets_to_transaction hangs past its timeout; librdkafka #5456, #5511).
-        self._producer_outage = False
-        self._txn_call: tuple[str, float] | None = None  # (call, since) while one runs
-        self._watchdog = SupervisedThread("transaction-watchdog", self._watch_transactions)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -123,8 +117,7 @@ class ProcessorService:
             self.invoker.start()
             self.tasks.start()
             self.subscriptions.start()
-            self._watchdog.start()
-            self.producer = self._new_producer()
+            self.txn = self._transactional_producer()
             self.consumer = self._consumer_factory(self._consumer_config())
             self.consumer.subscribe(
                 [self.topics.commands],
@@ -168,52 +161,31 @@ class ProcessorService:
             extra["group.instance.id"] = self.settings.processor_instance_id
         return client_config(self.settings, **extra)
 
-    def _new_producer(self) -> Producer:
-        producer = self._producer_factory(
-            producer_config(
-                self.settings,
-                **{
-                    "transactional.id": self.transactional_id(),
-                    "transaction.timeout.ms": self.settings.processor_transaction_timeout_ms,
-                    "linger.ms": 0,
-                    **self._producer_link.config(),
-                    "error_cb": self._producer_error,
-                },
-            )
+    def _transactional_producer(self) -> TransactionalProducer:
+        config = producer_config(
+            self.settings,
+            **{
+                "transactional.id": self.transactional_id(),
+                "transaction.timeout.ms": self.settings.processor_transaction_timeout_ms,
+                "linger.ms": 0,
+                **self._producer_link.config(),
+            },
         )
-        with self._transactional_call("init_transactions"):
-            producer.init_transactions(TXN_TIMEOUT_S)
-        return producer
+        return TransactionalProducer(self._producer_factory, config, stopping=self._stop.is_set)
 
-    def _producer_error(self, err: KafkaError) -> None:
-        self._producer_link.error_cb(err)
-        if err.code() == KafkaError._ALL_BROKERS_DOWN:
-            self._producer_outage = True
+    @property
+    def producer(self) -> Producer:
+        assert self.txn is not None
+        return self.txn.producer
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._producer_outage = True  # out of the group: a long stall or an outage
+        if self.txn is not None:
+            self.txn.outage = True  # out of the group: a long stall or an outage
         self.tasks.on_lost(consumer, partitions)
-
-    @contextlib.contextmanager
-    def _transactional_call(self, name: str) -> Iterator[None]:
-        self._txn_call = (name, time.monotonic())
-        try:
-            yield
-        finally:
-            self._txn_call = None
-
-    def _watch_transactions(self, stop: threading.Event) -> None:
-        """A transactional call that outlives its own timeout by far is wedged inside librdkafka:
-        nothing in this process can unblock it, so stop (a supervisor restarts the processor)."""
-        while not stop.wait(1.0):
-            call = self._txn_call
-            if call is not None and time.monotonic() - call[1] > WEDGED_AFTER_S:
-                raise Unrecoverable(f"{call[0]} has not returned after {WEDGED_AFTER_S:.0f}s")
 
     def _shutdown(self) -> None:
         log.info("processor.stopping")
         self.subscriptions.stop()
-        self._watchdog.stop()
         if self.consumer is not None:
             try:
                 # A dynamic member leaves the group here: its partitions move at once. The
@@ -224,8 +196,8 @@ class ProcessorService:
         self.tasks.stop()
         self.invoker.stop()
         self.effects.stop()
-        if self.producer is not None:
-            self.producer.flush(5.0)
+        if self.txn is not None:
+            self.txn.close()
         self.metadata.stop()
         if self.slot is not None:
             self.slot.lock.release()
@@ -262,7 +234,7 @@ class ProcessorService:
 
     def process(self, messages: list[Message]) -> None:
         """Apply a batch of every partition's records in one transaction."""
-        assert self.consumer is not None and self.producer is not None
+        assert self.consumer is not None and self.txn is not None
         by_partition: dict[int, list[Message]] = defaultdict(list)
         for msg in messages:
             err = msg.error()
@@ -280,30 +252,31 @@ class ProcessorService:
             return
         started = time.perf_counter()
         actions: dict[int, list[Action]] = {}
-        if self._producer_outage:
-            self._producer_outage = False
-            log.info("processor.replacing_producer", why="after an outage")
-            self._replace_producer()
         try:
-            self.producer.begin_transaction()
+            self.txn.begin()
             for p, (task, msgs) in batch.items():
                 actions[p], barrier_seen = apply_records(task, msgs, self.producer, self._barriers.get(p))
                 if barrier_seen:
                     self._barriers.pop(p, None)  # caught up: recovery may start
+            # Attempts start while the transaction commits: the state they are built from is a
+            # pure function of the log, so if the batch is aborted and applied again it is the
+            # same state, and the attempt's outcome is valid for it (at worst, after an abort, an
+            # attempt runs twice and the second outcome is stale: the state machine drops it).
+            for p, (task, _) in batch.items():
+                for action in actions[p]:
+                    if isinstance(action, InvokeAttempt):
+                        self._run_action(task, action)
             offsets = [
                 TopicPartition(self.topics.commands, p, _next_offset(msgs)) for p, (_, msgs) in batch.items()
             ]
-            with self._transactional_call("send_offsets_to_transaction"):
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), TXN_TIMEOUT_S
-                )
-            self._commit_transaction()
+            self.txn.send_offsets(offsets, self.consumer.consumer_group_metadata())
+            self.txn.commit()
         except PoisonCommand as e:
             self._abort(batch, f"command {e.partition}@{e.offset} failed")
             task = batch[e.partition][0]
             task.poison[e.offset] = e.reason
             return
-        except KafkaException as e:
+        except (KafkaException, Wedged) as e:
             self._on_kafka_error(e, batch)
             return
         self.transactions += 1
@@ -319,50 +292,33 @@ class ProcessorService:
         )
         for p, (task, _) in batch.items():
             for action in actions.get(p, []):
-                self._run_action(task, action)
-
-    def _commit_transaction(self) -> None:
-        assert self.producer is not None
-        for attempt in range(4):
-            try:
-                with self._transactional_call("commit_transaction"):
-                    self.producer.commit_transaction(TXN_TIMEOUT_S)
-                return
-            except KafkaException as e:
-                if classify(e) != Disposition.RETRY or attempt == 3:
-                    raise
-                log.warning("processor.commit_retry", error=describe(e))
+                if not isinstance(action, InvokeAttempt):
+                    self._run_action(task, action)  # timers: only what is committed
 
     def _on_kafka_error(
-        self, e: KafkaException, batch: dict[int, tuple[PartitionTask, list[Message]]]
+        self, e: KafkaException | Wedged, batch: dict[int, tuple[PartitionTask, list[Message]]]
     ) -> None:
-        disposition = classify(e)
+        assert self.txn is not None
+        disposition = Disposition.FATAL if isinstance(e, Wedged) else classify(e)
         log.warning("processor.transaction_failed", error=describe(e), disposition=disposition.value)
-        if disposition == Disposition.FENCED:
-            # Someone else holds our transactional id or our static member id: re-initialising
-            # would fence the rightful owner. Give everything up.
-            for task, _ in batch.values():
-                task.rollback_store()
-            raise Unrecoverable(f"fenced: {describe(e)}")
-        if disposition == Disposition.FATAL:
+        if disposition in (Disposition.FENCED, Disposition.FATAL):
+            # Our own id (unique per processor): fenced means a transaction of ours timed out
+            # (we were stalled), so a new producer with the id goes on; see processor.transactions.
             self._rollback(batch)
-            self._replace_producer()
+            self.txn.replace(describe(e))
             return
         # Abortable, retriable or a rebalance in progress: abort, roll back and re-read; if the
         # partitions were taken from us, the rebalance callbacks close their tasks.
         self._abort(batch, disposition.value)
 
     def _abort(self, batch: dict[int, tuple[PartitionTask, list[Message]]], why: str) -> None:
-        assert self.producer is not None
+        assert self.txn is not None
         try:
-            with self._transactional_call("abort_transaction"):
-                self.producer.abort_transaction(TXN_TIMEOUT_S)
-        except KafkaException as e:
-            if classify(e) == Disposition.FENCED:
-                raise Unrecoverable(f"fenced while aborting: {describe(e)}") from e
+            self.txn.abort()
+        except (KafkaException, Wedged) as e:
             log.warning("processor.abort_failed", error=describe(e))
             self._rollback(batch)
-            self._replace_producer()
+            self.txn.replace(f"abort failed: {describe(e)}")
             return
         log.info("processor.aborted", why=why, partitions=sorted(batch))
         self._rollback(batch)
@@ -377,28 +333,6 @@ class ProcessorService:
                     self.consumer.seek(TopicPartition(self.topics.commands, p, task.committed_offset))
                 except KafkaException as e:
                     log.warning("processor.seek_failed", partition=p, error=describe(e))
-
-    def _replace_producer(self) -> None:
-        """A transactional producer in a fatal state (not fenced) is replaced; init_transactions
-        with the same id aborts whatever it left open."""
-        old, self.producer = self.producer, None
-        if old is not None:
-            try:
-                old.purge()
-            except Exception:  # noqa: BLE001 - it is being dropped
-                log.debug("processor.purge_failed", exc_info=True)
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                self.producer = self._new_producer()
-                log.info("processor.producer_replaced")
-                return
-            except KafkaException as e:
-                if classify(e) == Disposition.FENCED:
-                    raise Unrecoverable(f"fenced: {describe(e)}") from e
-                log.warning("processor.producer_init_failed", error=describe(e), retry_in_s=delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
 
     # -- tasks ----------------------------------------------------------------------------------
 

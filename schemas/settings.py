@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     # Local, checkpointed copies of the partitions' changelog (a cache: always rebuildable from
     # the changelog alone). Processors sharing a directory take separate slots in it.
     state_dir: str = ".kinvoke/state"
+    # Attempts a processor runs at once against one deployment; more wait for a slot.
+    invoker_concurrency_per_deployment: int = Field(default=64, ge=1)
     # The changelog's delete.retention.ms: how long compaction keeps tombstones. A local copy
     # older than this is discarded (it could miss a deletion).
     changelog_delete_retention_ms: int = 24 * 3600 * 1000

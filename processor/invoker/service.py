@@ -57,9 +57,15 @@ def resolve_callees(registry: Registry, entries: list[bytes]) -> list[ResolvedCa
 
 
 class InvokerService:
-    def __init__(self, registry: Callable[[], Registry], effects: EffectProducer) -> None:
+    def __init__(
+        self, registry: Callable[[], Registry], effects: EffectProducer, concurrency_per_deployment: int = 64
+    ) -> None:
         self._registry = registry
         self._effects = effects
+        # Attempts in flight per deployment: a burst must wait here, not fail at the deployment
+        # (an HTTP/2 server allows ~100 concurrent streams per connection).
+        self._concurrency = concurrency_per_deployment
+        self._slots: dict[str, asyncio.Semaphore] = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="invoker", daemon=True)
         self._invoker: Invoker | None = None
@@ -114,12 +120,14 @@ class InvokerService:
             if key in running:
                 return
             # An older attempt of the same invocation is superseded: its outcome would be stale.
-            for old in [k for k in running if k[0] == action.invocation_id and k[1] < action.attempt]:
-                running.pop(old).cancel()
+            older = [k for k in running if k[0] == action.invocation_id and k[1] < action.attempt]
+            superseded = [running.pop(k) for k in older]
             fut = asyncio.run_coroutine_threadsafe(
                 self._attempt(partition, action, pinned, service, request), self._loop
             )
             running[key] = fut
+        for old in superseded:  # outside the lock: cancelling runs its done callback, which takes it
+            old.cancel()
 
         def done(_f: Future[None], p: int = partition, k: tuple[str, int] = key) -> None:
             with self._lock:
@@ -155,7 +163,9 @@ class InvokerService:
             else:
                 deployment_id, target = deployment
                 assert self._invoker is not None
-                result = await self._invoker.run_attempt(target, request)
+                slots = self._slots.setdefault(target.uri, asyncio.Semaphore(self._concurrency))
+                async with slots:
+                    result = await self._invoker.run_attempt(target, request)
             callees = resolve_callees(self._registry(), result.new_entries)
         except asyncio.CancelledError:
             raise

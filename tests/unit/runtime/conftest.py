@@ -75,5 +75,6 @@ def processor(tmp_path: Path) -> ProcessorService:
     )
     service.slot = service.state_dir.claim_slot()
     service.consumer = FakeConsumer()  # type: ignore[assignment]
-    service.producer = producer  # type: ignore[assignment]
+    service.txn = service._transactional_producer()
+    producer.calls.clear()  # init_transactions: not what the tests look at
     return service
