@@ -31,6 +31,7 @@ class FakeMessage:
     _key: bytes | None
     _value: bytes | None
     _error: KafkaError | None = None
+    _headers: list[tuple[str, bytes]] | None = None
 
     def topic(self) -> str:
         return self._topic
@@ -54,7 +55,7 @@ class FakeMessage:
         return (1, 1_700_000_000_000)
 
     def headers(self) -> list[tuple[str, bytes]] | None:
-        return None
+        return self._headers
 
 
 @dataclass

@@ -15,7 +15,8 @@ from schemas.partitioner import partition_of, routing_key
 from schemas.records import Command
 from schemas.registry import Registry
 from schemas.settings import Settings
-from tests.unit.runtime.fakes import FakeConsumer, FakeEffects, FakeInvoker, FakeMessage, FakeProducer
+from tests.support.fake_kafka import FakeMessage
+from tests.unit.runtime.fakes import FakeConsumer, FakeEffects, FakeInvoker, FakeProducer
 
 PARTITIONS = 4
 SETTINGS = Settings(topic_prefix="t", partitions=PARTITIONS)
@@ -40,7 +41,7 @@ def record(partition: int, offset: int, command: Command | bytes) -> FakeMessage
             key = routing_key(InvocationId.parse(command.body.invocation_id).partition_key)
         except InvalidId:
             key = b"?"
-    return FakeMessage("t.commands", partition, offset, value, key)
+    return FakeMessage("t.commands", partition, offset, key, value)
 
 
 class FakeMetadata:

@@ -1,4 +1,5 @@
-"""Fakes of the Kafka clients the processor runtime uses, recording what it asks of them."""
+"""Fakes of the Kafka clients the processor runtime uses, recording what it asks of them
+(records are `tests.support.fake_kafka.FakeMessage`)."""
 
 from __future__ import annotations
 
@@ -8,39 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-
-@dataclass
-class FakeMessage:
-    """What the runtime reads of a confluent_kafka.Message."""
-
-    _topic: str
-    _partition: int
-    _offset: int
-    _value: bytes | None
-    _key: bytes | None = None
-    _headers: list[tuple[str, bytes]] | None = None
-    _error: KafkaError | None = None
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-    def error(self) -> KafkaError | None:
-        return self._error
+from tests.support.fake_kafka import FakeMessage
 
 
 @dataclass
@@ -92,7 +61,7 @@ class FakeProducer:
             slot = (topic, max(partition, 0))
             offset = self._next_offset.get(slot, 0)
             self._next_offset[slot] = offset + 1
-            self._callbacks.append((on_delivery, FakeMessage(topic, max(partition, 0), offset, value, key)))
+            self._callbacks.append((on_delivery, FakeMessage(topic, max(partition, 0), offset, key, value)))
 
     def send_offsets_to_transaction(
         self, offsets: list[TopicPartition], metadata: Any, timeout: float = -1
