@@ -9,8 +9,9 @@ timer fired twice) is recognised by the state machine and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 import structlog
@@ -63,12 +64,15 @@ class EffectProducer:
         done: Future[None] = Future()
 
         def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-            if err is None:
-                done.set_result(None)
-                return
-            if err.fatal():
+            if err is not None and err.fatal():
                 self._recreate(err)
-            done.set_exception(KafkaException(err))
+            # The waiter may be gone (its attempt was cancelled): the outcome is in the log or
+            # not; either way there is nobody left to tell.
+            with contextlib.suppress(InvalidStateError):
+                if err is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(KafkaException(err))
 
         try:
             with self._lock:

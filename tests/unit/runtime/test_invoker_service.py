@@ -45,3 +45,27 @@ def test_the_same_attempt_runs_once(invoker: InvokerService) -> None:
     for _ in range(3):
         invoker.invoke(1, InvokeAttempt("inv_b", 1), None, None, "Greeter")  # type: ignore[arg-type]
     assert invoker.in_flight(1) == 1
+
+
+def test_a_delivery_for_a_cancelled_waiter_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An attempt cancelled while its outcome was being appended: the delivery report must not
+    blow up the producer's poller (it did, and the process stopped)."""
+    from processor import effects as effects_module
+    from schemas.records import Barrier, Command
+    from schemas.settings import Settings
+
+    callbacks = []
+
+    class Recording:
+        def __init__(self, _conf: object) -> None:
+            pass
+
+        def produce(self, *_a: object, on_delivery, **_k: object) -> None:  # type: ignore[no-untyped-def]
+            callbacks.append(on_delivery)
+
+    monkeypatch.setattr(effects_module, "Producer", Recording)
+    producer = effects_module.EffectProducer(Settings())
+    waiter = producer.append(0, b"k", Command(timestamp_ms=1, body=Barrier(owner="o", nonce="n")))
+    waiter.cancel()
+    callbacks[0](None, object())  # no InvalidStateError
+    assert waiter.cancelled()
