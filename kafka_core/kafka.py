@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
@@ -69,6 +70,34 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     if created:
         log.info("topics.created", topics=created)
     return created
+
+
+@contextlib.contextmanager
+def tail_consumer(
+    settings: Settings, group_id: str, factory: Callable[[dict[str, Any]], Consumer] = Consumer, **extra: Any
+) -> Iterator[Consumer]:
+    """A read_committed consumer that assigns its partitions itself (it never joins `group_id`),
+    closed however the caller ends. Reset to the earliest record only if a position is gone
+    (the broker lost its data)."""
+    consumer = factory(
+        client_config(
+            settings,
+            **{
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "auto.offset.reset": "earliest",
+                **extra,
+            },
+        )
+    )
+    try:
+        yield consumer
+    finally:
+        try:
+            consumer.close()
+        except Exception:  # noqa: BLE001 - a broken consumer may not close cleanly
+            log.warning("kafka.consumer_close_failed", group=group_id, exc_info=True)
 
 
 def partition_offset(msg: Message) -> tuple[int, int]:

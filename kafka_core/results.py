@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from kafka_core import supervision
 from kafka_core.errors import describe_error
-from kafka_core.kafka import client_config, partition_offset, poll_batch
+from kafka_core.kafka import partition_offset, poll_batch, tail_consumer
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
@@ -173,26 +173,10 @@ class ResultsListener:
             log.debug("results.loop_closed")
 
     def _run(self, stop: threading.Event) -> None:
-        consumer = Consumer(
-            client_config(
-                self._settings,
-                **{
-                    "group.id": f"{self._settings.topic_prefix}-ingress-results",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    # Only if our position is gone (broker lost its data): read what is there.
-                    "auto.offset.reset": "earliest",
-                    **self._link.config(),
-                },
-            )
-        )
-        try:
+        group = f"{self._settings.topic_prefix}-ingress-results"
+        # `Consumer` by its name here: unit tests replace it with a fake.
+        with tail_consumer(self._settings, group, Consumer, **self._link.config()) as consumer:
             self._follow(consumer, stop)
-        finally:
-            try:
-                consumer.close()
-            except Exception:  # noqa: BLE001 - a broken consumer may not close cleanly
-                log.warning("results.close_failed", exc_info=True)
 
     def _follow(self, consumer: Consumer, stop: threading.Event) -> None:
         sup = self._supervisor

@@ -10,7 +10,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from kafka_core.errors import describe_error
-from kafka_core.kafka import client_config, partition_offset, poll_batch
+from kafka_core.kafka import partition_offset, poll_batch, tail_consumer
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
@@ -107,26 +107,10 @@ class TopicView:
                 self._cond.wait(min(left, 0.1))
 
     def _run(self, stop: threading.Event) -> None:
-        consumer = Consumer(
-            client_config(
-                self._settings,
-                **{
-                    "group.id": f"{self._settings.topic_prefix}-{self._name}",
-                    "enable.auto.commit": False,
-                    "isolation.level": "read_committed",
-                    # Only if an applied offset is gone (broker lost its data): re-read what is there.
-                    "auto.offset.reset": "earliest",
-                    **self._link.config(),
-                },
-            )
-        )
-        try:
+        group = f"{self._settings.topic_prefix}-{self._name}"
+        # `Consumer` by its name here: unit tests replace it with a fake.
+        with tail_consumer(self._settings, group, Consumer, **self._link.config()) as consumer:
             self._follow(consumer, stop)
-        finally:
-            try:
-                consumer.close()
-            except Exception:  # noqa: BLE001 - a broken consumer may not close cleanly
-                log.warning("view.close_failed", topic=self._topic, exc_info=True)
 
     def _follow(self, consumer: Consumer, stop: threading.Event) -> None:
         sup = self._supervisor
