@@ -12,6 +12,7 @@ import json
 import struct
 from functools import cache
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import fastavro
@@ -25,11 +26,10 @@ class DecodeError(ValueError):
     """A record that is not a kinvoke Avro record (or not of the expected schema)."""
 
 
-@cache
-def _named_schemas() -> dict[str, Any]:
-    """All .avsc files parsed together, so schemas may reference each other by full name."""
+def _parse_dir(folder: Traversable) -> dict[str, Any]:
+    """All .avsc files of `folder` parsed together (schemas reference each other by full name)."""
     named: dict[str, Any] = {}
-    pending = sorted((p for p in _AVRO_DIR.iterdir() if p.name.endswith(".avsc")), key=lambda p: p.name)
+    pending = sorted((p for p in folder.iterdir() if p.name.endswith(".avsc")), key=lambda p: p.name)
     # Resolve references by retrying files whose dependencies are not parsed yet.
     for _ in range(len(pending) + 1):
         left = []
@@ -41,27 +41,59 @@ def _named_schemas() -> dict[str, Any]:
         if not left:
             return named
         pending = left
-    raise RuntimeError(f"unresolvable Avro schemas: {[p.name for p in pending]}")
+    raise RuntimeError(f"unresolvable Avro schemas in {folder}: {[p.name for p in pending]}")
+
+
+@cache
+def _named_schemas() -> dict[str, Any]:
+    """The current schemas: what kinvoke writes and reads into."""
+    return _parse_dir(_AVRO_DIR)
 
 
 @cache
 def schema(name: str) -> Any:
     """The parsed schema of a record by its full name, e.g. `kinvoke.Command`."""
-    named = _named_schemas()
+    return _record_schema(_named_schemas(), name)
+
+
+def _record_schema(named: dict[str, Any], name: str) -> Any:
     if name not in named:
         raise KeyError(f"no Avro schema named {name!r}; known: {sorted(named)}")
     return parse_schema(named[name], named_schemas=dict(named))
 
 
-@cache
-def _fingerprint(name: str) -> bytes:
-    fp_hex = fingerprint(to_parsing_canonical_form(schema(name)), "CRC-64-AVRO")
+def _fingerprint_of(parsed: Any) -> bytes:
+    fp_hex = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
     return struct.pack("<Q", int(fp_hex, 16))
 
 
 @cache
-def _by_fingerprint() -> dict[bytes, str]:
-    return {_fingerprint(n): n for n in _named_schemas() if _named_schemas()[n].get("type") == "record"}
+def _fingerprint(name: str) -> bytes:
+    return _fingerprint_of(schema(name))
+
+
+@cache
+def _writers() -> dict[bytes, tuple[str, Any]]:
+    """Every record schema kinvoke has written with, by fingerprint: the current ones and those
+    of every release (`avro/released/<version>/`), so a record written by an older kinvoke is
+    read with the schema it was written with and resolved into the current one."""
+    out: dict[bytes, tuple[str, Any]] = {}
+    released = _AVRO_DIR.joinpath("released")
+    folders = (
+        sorted((d for d in released.iterdir() if d.is_dir()), key=lambda d: d.name)
+        if released.is_dir()
+        else []
+    )
+    for folder in folders:
+        named = _parse_dir(folder)
+        for name, definition in named.items():
+            if definition.get("type") == "record":
+                parsed = _record_schema(named, name)
+                out[_fingerprint_of(parsed)] = (name, parsed)
+    for name, definition in _named_schemas().items():
+        if definition.get("type") == "record":
+            out[_fingerprint(name)] = (name, schema(name))  # the reader itself: no resolution needed
+    return out
 
 
 def encode(name: str, record: dict[str, Any]) -> bytes:
@@ -72,25 +104,30 @@ def encode(name: str, record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def schema_name_of(data: bytes) -> str:
+def _writer_of(data: bytes) -> tuple[str, Any]:
     if len(data) < 10 or data[:2] != MAGIC:
         raise DecodeError("not an Avro single-object encoded record (missing 0xC3 0x01 marker)")
-    name = _by_fingerprint().get(data[2:10])
-    if name is None:
+    found = _writers().get(data[2:10])
+    if found is None:
         raise DecodeError(f"unknown Avro schema fingerprint {data[2:10].hex()}")
-    return name
+    return found
+
+
+def schema_name_of(data: bytes) -> str:
+    return _writer_of(data)[0]
 
 
 def decode(name: str, data: bytes) -> dict[str, Any]:
     """Union branches that are records come back as `(full name, dict)` tuples."""
-    found = schema_name_of(data)
+    found, writer = _writer_of(data)
     if found != name:
         raise DecodeError(f"expected a {name} record, got {found}")
+    reader = schema(name)
     try:
         datum = fastavro.schemaless_reader(
             io.BytesIO(data[10:]),
-            schema(name),
-            None,
+            writer,
+            None if writer is reader else reader,
             return_record_name=True,
             return_record_name_override=True,
         )
