@@ -15,20 +15,12 @@ import asyncio
 import contextlib
 import json
 import statistics
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import aiohttp
-import httpx
 
-from kafka_core.kafka import create_topics
-from kinvoke.broker import start_broker
-from schemas.settings import Settings
-from tests.conftest import free_port
-from tests.support.processes import Component
-from tests.support.sdk import run_sdk_deployment
+from bench.stack import kinvoke_stack
 
 
 async def closed_loop(url: str, total: int, concurrency: int, duration_s: float) -> tuple[list[float], int]:
@@ -71,40 +63,8 @@ def report(concurrency: int, latencies: list[float], errors: int, elapsed: float
 @contextlib.contextmanager
 def local_stack(kind: str = "kafka") -> Iterator[str]:
     """Broker + admin + ingress + processor + SDK deployment, all on loopback, torn down after."""
-    tmp = Path(tempfile.mkdtemp(prefix="kinvoke-bench-"))
-    broker = start_broker(kind, tmp / "broker", free_port(), tmp / "broker.log")
-    admin_port, ingress_port = free_port(), free_port()
-    env = {
-        "KINVOKE_BOOTSTRAP_SERVERS": broker.bootstrap,
-        "KINVOKE_ADMIN_PORT": str(admin_port),
-        "KINVOKE_INGRESS_PORT": str(ingress_port),
-        "KINVOKE_LOG_LEVEL": "warning",
-        "KINVOKE_STATE_DIR": str(tmp / "state"),
-        **({"KINVOKE_RECOVERY_BARRIER": "1"} if kind == "local" else {}),
-    }
-    create_topics(Settings(bootstrap_servers=broker.bootstrap))
-    parts = [
-        Component("admin", env, tmp, admin_port),
-        Component("ingress", env, tmp, ingress_port),
-        Component("processor", env, tmp),
-    ]
-    try:
-        for c in parts:
-            c.start()
-        with run_sdk_deployment() as uri:
-            r = httpx.post(f"http://127.0.0.1:{admin_port}/deployments", json={"uri": uri}, timeout=30)
-            r.raise_for_status()
-            ingress = f"http://127.0.0.1:{ingress_port}"
-            deadline = time.monotonic() + 15
-            while "Greeter" not in httpx.get(f"{ingress}/restate/health").json()["services"]:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("ingress never saw the Greeter service")
-                time.sleep(0.1)
-            yield ingress
-    finally:
-        for c in parts:
-            c.stop()
-        broker.stop()
+    with kinvoke_stack(kind) as stack:
+        yield stack.ingress
 
 
 def main() -> None:
