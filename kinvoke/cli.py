@@ -5,32 +5,49 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-import structlog
+from collections.abc import Sequence
+from typing import Any
 
 from kinvoke.logging import configure_logging
+from kinvoke.settings_help import env_help
 from schemas.settings import Settings
-
-if TYPE_CHECKING:
-    from kinvoke.broker import Broker
-
-log = structlog.get_logger("kinvoke")
-# A JVM starting on a loaded machine can take a while; a broker that dies fails at once anyway.
-BROKER_START_TIMEOUT_S = 60.0
-DEV_MAX_RESTARTS = 5  # per component within DEV_CRASH_WINDOW_S
-DEV_CRASH_WINDOW_S = 60.0
 
 
 def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from kafka_core.inspect import check_reachable
     from kafka_core.kafka import create_topics
 
+    check_reachable(settings)
     created = create_topics(settings)
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def _cmd_tail(settings: Settings, args: argparse.Namespace) -> int:
+    import json
+
+    from kafka_core.inspect import TailOptions, tail
+
+    options = TailOptions(
+        partitions=args.partition,
+        from_beginning=args.from_beginning,
+        last=args.last,
+        max_records=args.max_records,
+        follow=args.follow,
+    )
+    stop = {"now": False}
+    if args.follow:  # Ctrl-C or SIGTERM ends a follow cleanly (the consumer is closed)
+
+        def handler(*_: object) -> None:
+            stop["now"] = True
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+    for record in tail(settings, args.topic, options, stop=lambda: stop["now"]):
+        line = json.dumps(record.to_json(), ensure_ascii=False) if args.json else record.render()
+        print(line, flush=True)
     return 0
 
 
@@ -53,42 +70,26 @@ def _cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
-    from processor.replay import run
+    from kafka_core.inspect import InspectError
+    from processor.replay import run, run_invocation
 
+    if args.invocation is not None:
+        if args.partition or args.verify:
+            raise InspectError(
+                "--invocation goes without --partition and --verify (its id names its partition)"
+            )
+        return run_invocation(settings, args.invocation, as_json=args.json)
     partitions = args.partition if args.partition else list(range(settings.partitions))
     return run(settings, partitions, args.verify)
 
 
-def _broker_kind(settings: Settings, args: argparse.Namespace) -> str:
-    """`--broker` wins over KINVOKE_BROKER."""
-    return args.broker or settings.broker
-
-
-def _broker_data_dir(settings: Settings, kind: str) -> Path:
-    """KINVOKE_BROKER_DATA_DIR if set, else one directory per broker kind (`.kinvoke/kafka` for
-    Apache Kafka, `.kinvoke/broker` for the emulator): their storage has nothing in common."""
-    from kinvoke.broker import DEFAULT_DATA_DIRS
-
-    return Path(settings.broker_data_dir or DEFAULT_DATA_DIRS[kind])
-
-
-def _start_broker(settings: Settings, kind: str) -> Broker:
-    """The broker of `kinvoke dev` / `kinvoke broker`, its log next to its data dir."""
-    from kinvoke.broker import start_broker
-
-    data_dir = _broker_data_dir(settings, kind)
-    log_file = data_dir.parent / f"{data_dir.name}.log"
-    what = "Apache Kafka" if kind == "kafka" else "the broker emulator (noida-db)"
-    print(f"starting {what} on 127.0.0.1:{settings.broker_port} (log in {log_file})", flush=True)
-    return start_broker(kind, data_dir, settings.broker_port, log_file, timeout_s=BROKER_START_TIMEOUT_S)
-
-
 def _cmd_broker(settings: Settings, args: argparse.Namespace) -> int:
     from kinvoke.broker import BrokerError
+    from kinvoke.dev import broker_kind, start_broker
 
-    kind = _broker_kind(settings, args)
+    kind = broker_kind(settings, args)
     try:
-        broker = _start_broker(settings, kind)
+        broker = start_broker(settings, kind)
     except BrokerError as e:
         print(f"kinvoke broker: {e}", file=sys.stderr)
         return 1
@@ -115,88 +116,22 @@ def _wait_for_signal() -> None:
 
 
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    """Broker + topics + admin + ingress + one processor; Ctrl-C stops all of it."""
-    from kafka_core.kafka import create_topics
-    from kinvoke.broker import BrokerError, log_tail
+    from kinvoke.dev import run_dev
 
-    broker: Broker | None = None
-    code = 0
-    env = dict(os.environ)
-    if not args.external_broker:
-        kind = _broker_kind(settings, args)
-        try:
-            broker = _start_broker(settings, kind)
-        except BrokerError as e:
-            print(f"kinvoke dev: {e}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:  # Ctrl-C while the broker starts (it is stopped already)
-            return 130
-        env["KINVOKE_BOOTSTRAP_SERVERS"] = broker.bootstrap
-        env["KINVOKE_BROKER"] = kind
-        if kind == "local":
-            # The processor works around a quirk of the emulator with this (see processor/).
-            env["KINVOKE_RECOVERY_BARRIER"] = "1"
-        settings = settings.model_copy(update={"bootstrap_servers": broker.bootstrap, "broker": kind})
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    crashes: dict[str, list[float]] = {}
-    stop = {"now": False}
+    return run_dev(settings, args)
 
-    def spawn(component: str) -> None:
-        children[component] = subprocess.Popen([sys.executable, "-m", "kinvoke.cli", component], env=env)
 
-    def handler(*_: object) -> None:
-        stop["now"] = True
+class _VersionAction(argparse.Action):
+    """`--version`, computed only when asked (it imports the components for their versions)."""
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        create_topics(settings)
-        for component in ("admin", "ingress", "processor"):
-            spawn(component)
-        print(
-            f"kinvoke dev: admin http://{settings.admin_host}:{settings.admin_port}  "
-            f"ingress http://{settings.ingress_host}:{settings.ingress_port}  "
-            f"kafka {settings.bootstrap_servers}  (Ctrl-C stops everything)",
-            flush=True,
-        )
-        while not stop["now"]:
-            for component, child in list(children.items()):
-                if child.poll() is None or stop["now"]:
-                    continue
-                # A component that stops by itself is restarted, as a supervisor would; one that
-                # keeps crashing stops everything, with a non-zero exit.
-                now = time.monotonic()
-                recent = [t for t in crashes.get(component, []) if now - t < DEV_CRASH_WINDOW_S] + [now]
-                crashes[component] = recent
-                log.error("dev.component_exited", component=component, pid=child.pid, code=child.returncode)
-                if len(recent) > DEV_MAX_RESTARTS:
-                    print(
-                        f"kinvoke dev: {component} exited {len(recent)} times "
-                        f"in {DEV_CRASH_WINDOW_S:.0f}s; stopping"
-                    )
-                    stop["now"] = True
-                    code = 1
-                else:
-                    log.info("dev.component_restarting", component=component, restarts=len(recent))
-                    spawn(component)
-            if broker is not None and not broker.is_running():
-                log.error("dev.broker_exited", log_file=str(broker.log_file))
-                print(f"kinvoke dev: the broker exited; its log ends with:\n{log_tail(broker.log_file)}")
-                stop["now"] = True
-                code = 1
-            time.sleep(0.2)
-    finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children.values():
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if broker is not None:
-            broker.stop()
-    return code
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print kinvoke's and the Restate API versions")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from kinvoke.settings_help import version_text
+
+        print(version_text())
+        parser.exit()
 
 
 def _broker_flag(parser: argparse.ArgumentParser) -> None:
@@ -208,30 +143,88 @@ def _broker_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_: str, env: str | None = None
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help ends with the KINVOKE_* variables it reads."""
+    return sub.add_parser(
+        name,
+        help=help_,
+        description=help_,
+        epilog=env_help(env or name),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kinvoke", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="kinvoke",
+        description="kinvoke: durable execution with Restate's protocols, on Kafka. "
+        "`kinvoke <command> --help` lists a command's options and the KINVOKE_* variables it reads.",
+    )
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
-    dev = sub.add_parser("dev", help="start a Kafka broker, admin, ingress and a processor")
+    dev = _command(sub, "dev", "start a Kafka broker, admin, ingress and a processor (Ctrl-C stops them)")
     _broker_flag(dev)
     dev.add_argument(
         "--external-broker", action="store_true", help="use KINVOKE_BOOTSTRAP_SERVERS, start no broker"
     )
     dev.set_defaults(func=_cmd_dev)
-    sub.add_parser("processor", help="run a partition processor").set_defaults(func=_cmd_processor)
-    sub.add_parser("ingress", help="run the HTTP ingress").set_defaults(func=_cmd_ingress)
-    sub.add_parser("admin", help="run the admin API").set_defaults(func=_cmd_admin)
-    broker = sub.add_parser("broker", help="run a local Kafka broker (Apache Kafka, or --broker local)")
+    _command(sub, "processor", "run a partition processor").set_defaults(func=_cmd_processor)
+    _command(sub, "ingress", "run the HTTP ingress").set_defaults(func=_cmd_ingress)
+    _command(sub, "admin", "run the admin API").set_defaults(func=_cmd_admin)
+    broker = _command(sub, "broker", "run a local Kafka broker (Apache Kafka, or --broker local)")
     _broker_flag(broker)
     broker.set_defaults(func=_cmd_broker)
-    replay = sub.add_parser("replay", help="re-run the commands log through the state machine (debugging)")
+
+    replay = _command(sub, "replay", "re-run the commands log through the state machine (debugging)")
     replay.add_argument(
-        "--partition", type=int, action="append", help="partition(s) to replay (default: all)"
+        "--partition", type=int, action="append", help="partition(s) to replay (default: all); repeatable"
     )
     replay.add_argument("--verify", action="store_true", help="compare the replayed state with the changelog")
+    replay.add_argument(
+        "--invocation",
+        metavar="ID",
+        help="print the timeline of one invocation (inv_…): its commands, journal entries, attempt "
+        "outcomes and statuses, from the partition its id names",
+    )
+    replay.add_argument("--json", action="store_true", help="with --invocation: one JSON object per command")
     replay.set_defaults(func=_cmd_replay)
-    topics = sub.add_parser("topics", help="manage kinvoke's topics")
+
+    topics = sub.add_parser(
+        "topics",
+        help="kinvoke's topics: create them, read them",
+        description="kinvoke's topics: `kinvoke topics create --help` and `kinvoke topics tail --help` "
+        "list their options and KINVOKE_* variables",
+    )
     topics_sub = topics.add_subparsers(dest="topics_command", required=True)
-    topics_sub.add_parser("create", help="create the topics (idempotent)").set_defaults(func=_cmd_topics)
+    _command(topics_sub, "create", "create the topics (idempotent)", "topics create").set_defaults(
+        func=_cmd_topics
+    )
+    tail = _command(
+        topics_sub, "tail", "print the records of a kinvoke topic, decoded for humans", "topics tail"
+    )
+    tail.add_argument(
+        "topic", help="commands, changelog, results, metadata or commands.dlq (the prefix may be given too)"
+    )
+    tail.add_argument("--from-beginning", action="store_true", help="start at each partition's first record")
+    tail.add_argument(
+        "--last",
+        type=int,
+        default=10,
+        metavar="N",
+        help="without --from-beginning: start N offsets before each partition's end (default 10)",
+    )
+    tail.add_argument("--partition", type=int, action="append", help="partition(s) to read (default: all)")
+    tail.add_argument("--max", type=int, dest="max_records", metavar="N", help="stop after N records")
+    tail.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing new records (Ctrl-C stops) instead of stopping at the end",
+    )
+    tail.add_argument("--json", action="store_true", help="one JSON object per record")
+    tail.set_defaults(func=_cmd_tail)
     return parser
 
 
@@ -239,7 +232,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = Settings()
     configure_logging(settings.log_format, settings.log_level)
-    return int(args.func(settings, args) or 0)
+    try:
+        return int(args.func(settings, args) or 0)
+    except BrokenPipeError:  # `kinvoke topics tail … | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 0
+    except Exception as e:
+        from kafka_core.inspect import InspectError, kafka_message
+
+        # The debugging tools' expected failures (broker down, unknown topic, partition or id)
+        # are one line on stderr, not a traceback.
+        name = " ".join(filter(None, [args.command, getattr(args, "topics_command", None)]))
+        if isinstance(e, InspectError):
+            print(f"kinvoke {name}: {e}", file=sys.stderr)
+            return 1
+        from confluent_kafka import KafkaException
+
+        if isinstance(e, KafkaException):
+            print(f"kinvoke {name}: Kafka error: {kafka_message(e)}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

@@ -11,50 +11,88 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KINVOKE_", extra="ignore")
 
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic_prefix: str = "kinvoke"
-    partitions: int = Field(default=8, ge=1, description="partitions of `commands` and the changelog")
-    replication_factor: int = 1
+    # Every field has a description: `kinvoke <command> --help` lists the KINVOKE_* variables a
+    # command reads from them (kinvoke/settings_help.py).
+    bootstrap_servers: str = Field(
+        default="127.0.0.1:9092", description="Kafka bootstrap servers (host:port, comma-separated)"
+    )
+    topic_prefix: str = Field(
+        default="kinvoke", description="prefix of kinvoke's topics ({prefix}.commands, {prefix}.changelog, …)"
+    )
+    partitions: int = Field(
+        default=8,
+        ge=1,
+        description="partitions of `commands` and the changelog (fixed when the topics are created)",
+    )
+    replication_factor: int = Field(default=1, description="replication factor of the topics kinvoke creates")
 
-    admin_host: str = "127.0.0.1"
-    admin_port: int = 9070
-    ingress_host: str = "127.0.0.1"
-    ingress_port: int = 8080
-    # What /version advertises as the ingress endpoint (the CLI shows it).
-    ingress_advertised_url: str | None = None
+    admin_host: str = Field(default="127.0.0.1", description="address the admin API listens on")
+    admin_port: int = Field(default=9070, description="port of the admin API")
+    ingress_host: str = Field(default="127.0.0.1", description="address the HTTP ingress listens on")
+    ingress_port: int = Field(default=8080, description="port of the HTTP ingress")
+    ingress_advertised_url: str | None = Field(
+        default=None,
+        description="the ingress URL /version advertises (the restate CLI shows it); "
+        "default http://{ingress_host}:{ingress_port}/",
+    )
 
-    # The processors' consumer group; default `{topic_prefix}-processor`, so installations with
-    # different prefixes on one cluster never share partitions.
-    processor_group_id: str | None = None
-    # Static group membership (KIP-345) only when an operator names the instance: a restarted
-    # processor with the same id then takes its partitions back without a rebalance. Unset, a
-    # processor is a dynamic member (two started with defaults never collide).
-    processor_instance_id: str | None = None
-    processor_session_timeout_ms: int = 10_000
-    # A crashed processor's open transaction blocks read_committed readers of its partitions until
-    # the coordinator aborts it; keep it short, as Kafka Streams does under exactly-once.
-    processor_transaction_timeout_ms: int = 10_000
-    # Local, checkpointed copies of the partitions' changelog (a cache: always rebuildable from
-    # the changelog alone). Processors sharing a directory take separate slots in it.
-    state_dir: str = ".kinvoke/state"
-    # Attempts a processor runs at once against one deployment; more wait for a slot.
-    invoker_concurrency_per_deployment: int = Field(default=64, ge=1)
-    # The changelog's delete.retention.ms: how long compaction keeps tombstones. A local copy
-    # older than this is discarded (it could miss a deletion).
-    changelog_delete_retention_ms: int = 24 * 3600 * 1000
+    processor_group_id: str | None = Field(
+        default=None,
+        description="the processors' consumer group; default {topic_prefix}-processor, so installations "
+        "with different prefixes on one cluster never share partitions",
+    )
+    processor_instance_id: str | None = Field(
+        default=None,
+        description="static group membership (KIP-345), one id per processor: a restarted processor "
+        "takes its partitions back without a rebalance; unset, a dynamic member",
+    )
+    processor_session_timeout_ms: int = Field(
+        default=10_000, description="how long a processor that died keeps its partitions (session.timeout.ms)"
+    )
+    processor_transaction_timeout_ms: int = Field(
+        default=10_000,
+        description="transaction.timeout.ms: a crashed processor's open transaction blocks readers of "
+        "its partitions until the coordinator aborts it, so keep it short (as Kafka Streams does)",
+    )
+    state_dir: str = Field(
+        default=".kinvoke/state",
+        description="local, checkpointed copies of the changelog (a cache, rebuilt from the changelog "
+        "when missing); processors sharing it take separate slots",
+    )
+    invoker_concurrency_per_deployment: int = Field(
+        default=64, ge=1, description="attempts a processor runs at once against one deployment; more wait"
+    )
+    changelog_delete_retention_ms: int = Field(
+        default=24 * 3600 * 1000,
+        description="the changelog's delete.retention.ms (how long compaction keeps tombstones); a local "
+        "copy older than this is discarded",
+    )
 
-    # Which broker `kinvoke dev` / `kinvoke broker` run: Apache Kafka from the jars `setup.sh`
-    # fetched ("kafka"), or the pip-only emulator ("local", for machines without Java).
-    broker: str = Field(default="kafka", pattern="^(kafka|local)$")
-    # Default: `.kinvoke/kafka` for Apache Kafka, `.kinvoke/broker` for the emulator.
-    broker_data_dir: str | None = None
-    # Set by `kinvoke dev --broker local`: the emulator's consumer position does not advance past
-    # an aborted batch at a partition's end, so processors detect catch-up with a barrier record.
-    recovery_barrier: bool = False
-    broker_port: int = 9092
+    broker: str = Field(
+        default="kafka",
+        pattern="^(kafka|local)$",
+        description="the broker `kinvoke dev` / `kinvoke broker` run: kafka (Apache Kafka from the jars "
+        "./scripts/setup.sh fetched) or local (the pip-only emulator, for machines without Java)",
+    )
+    broker_data_dir: str | None = Field(
+        default=None,
+        description="the broker's data directory; default .kinvoke/kafka (Apache Kafka) or "
+        ".kinvoke/broker (the emulator); `kinvoke dev` locks dev.lock next to it",
+    )
+    recovery_barrier: bool = Field(
+        default=False,
+        description="set by `kinvoke dev --broker local`: the emulator's consumer position does not "
+        "advance past an aborted batch at a partition's end, so processors detect catch-up with a "
+        "barrier record",
+    )
+    broker_port: int = Field(
+        default=9092, description="port of the broker `kinvoke dev` / `kinvoke broker` start"
+    )
 
-    log_format: str = Field(default="auto", description="auto | console | json")
-    log_level: str = "info"
+    log_format: str = Field(
+        default="auto", description="auto | console | json (auto: console on a terminal, else json)"
+    )
+    log_level: str = Field(default="info", description="debug | info | warning | error")
 
     @property
     def processor_group(self) -> str:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 
 from kinvoke.broker import BrokerError, check_kafka_libs, find_java
 from tests.conftest import free_port
-from tests.support.processes import REPO, wait_for_port
+from tests.support.processes import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -52,36 +53,100 @@ def _components(pid: int) -> dict[str, tuple[int, dict[str, str]]]:
     return envs
 
 
-@pytest.mark.parametrize("broker", ["kafka", "local"])
-def test_dev_starts_everything_and_ctrl_c_stops_it(broker: str, tmp_path: Path) -> None:
+BANNER = "kinvoke dev: admin http://"
+
+
+@dataclass
+class Dev:
+    """A `kinvoke dev` started by a test, its output (stdout and stderr) in `log_path`."""
+
+    proc: subprocess.Popen[bytes]
+    ports: dict[str, int]
+    env: dict[str, str]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout_s: float = 180.0) -> str:
+        """Until the banner (printed once everything serves); fails with the log if `kinvoke dev`
+        exits or the bound passes. A JVM on a loaded machine: `kinvoke dev` waits up to 60 s for
+        the broker alone."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            banner = next((line for line in self.log().splitlines() if line.startswith(BANNER)), None)
+            if banner is not None:
+                return banner
+            assert self.proc.poll() is None, f"kinvoke dev exited with {self.proc.returncode}:\n{self.log()}"
+            assert time.monotonic() < deadline, f"no banner after {timeout_s}s:\n{self.log()}"
+            time.sleep(0.2)
+
+    def stop(self) -> int:
+        """Ctrl-C (SIGINT), and its exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            raise AssertionError(f"kinvoke dev did not stop within 60s of Ctrl-C:\n{self.log()}") from None
+
+
+def dev_env(base: Path, broker: str) -> tuple[dict[str, str], dict[str, int]]:
+    """The environment of a `kinvoke dev` on free ports with its data under `base`."""
+    ports = {"broker": free_port(), "admin": free_port(), "ingress": free_port()}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "KINVOKE_BROKER_PORT": str(ports["broker"]),
+        "KINVOKE_BROKER_DATA_DIR": str(base / broker),
+        "KINVOKE_ADMIN_PORT": str(ports["admin"]),
+        "KINVOKE_INGRESS_PORT": str(ports["ingress"]),
+        "KINVOKE_PROCESSOR_GROUP_ID": "dev-test",
+        "KINVOKE_STATE_DIR": str(base / "state"),
+    }
+    for name in (
+        "KINVOKE_BOOTSTRAP_SERVERS",
+        "KINVOKE_BROKER",
+        "KINVOKE_RECOVERY_BARRIER",
+        "KINVOKE_TOPIC_PREFIX",
+    ):
+        env.pop(name, None)
+    return env, ports
+
+
+def dev_command(broker: str) -> list[str]:
+    # Apache Kafka is the default; the emulator only when asked for.
+    return [sys.executable, "-m", "kinvoke.cli", "dev"] + (["--broker", "local"] if broker == "local" else [])
+
+
+def start_dev(base: Path, broker: str) -> Dev:
+    base.mkdir(parents=True, exist_ok=True)
+    env, ports = dev_env(base, broker)
+    log_path = base / "dev.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(dev_command(broker), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return Dev(proc, ports, env, log_path)
+
+
+def skip_without_kafka(broker: str) -> None:
     if broker == "kafka" and os.environ.get("KINVOKE_TEST_BROKER") == "local":
         try:  # the emulator was asked for: maybe there is no Java here
             find_java()
             check_kafka_libs()
         except BrokerError as e:
             pytest.skip(f"KINVOKE_TEST_BROKER=local and Apache Kafka cannot run here: {e}")
-    ports = {"broker": free_port(), "admin": free_port(), "ingress": free_port()}
-    data_dir = tmp_path / broker
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "KINVOKE_BROKER_PORT": str(ports["broker"]),
-        "KINVOKE_BROKER_DATA_DIR": str(data_dir),
-        "KINVOKE_ADMIN_PORT": str(ports["admin"]),
-        "KINVOKE_INGRESS_PORT": str(ports["ingress"]),
-        "KINVOKE_PROCESSOR_GROUP_ID": "dev-test",
-        "KINVOKE_STATE_DIR": str(tmp_path / "state"),
-    }
-    for name in ("KINVOKE_BOOTSTRAP_SERVERS", "KINVOKE_BROKER", "KINVOKE_RECOVERY_BARRIER"):
-        env.pop(name, None)
-    # Apache Kafka is the default; the emulator only when asked for.
-    cmd = [sys.executable, "-m", "kinvoke.cli", "dev"] + (["--broker", "local"] if broker == "local" else [])
-    log = open(tmp_path / "dev.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+@pytest.mark.parametrize("broker", ["kafka", "local"])
+def test_dev_starts_everything_and_ctrl_c_stops_it(broker: str, tmp_path: Path) -> None:
+    skip_without_kafka(broker)
+    dev = start_dev(tmp_path, broker)
+    proc, ports, data_dir = dev.proc, dev.ports, tmp_path / broker
     try:
-        # A JVM on a loaded machine: `kinvoke dev` itself waits up to 60 s for the broker.
-        wait_for_port("127.0.0.1", ports["admin"], 120, proc)
-        wait_for_port("127.0.0.1", ports["ingress"], 60, proc)
+        # The banner comes once everything serves: nothing to wait for after it.
+        dev.wait_ready()
         assert httpx.get(f"http://127.0.0.1:{ports['admin']}/health").status_code == 200
         version = httpx.get(f"http://127.0.0.1:{ports['admin']}/version").json()
         assert version["ingress_endpoint"] == f"http://127.0.0.1:{ports['ingress']}/"
@@ -105,13 +170,11 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(broker: str, tmp_path: Path) 
         os.kill(crashed, signal.SIGKILL)
         deadline = time.monotonic() + 30
         while _components(proc.pid).get("processor", (crashed, {}))[0] == crashed:
-            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "dev.log").read_text()
+            assert proc.poll() is None and time.monotonic() < deadline, dev.log()
             time.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        code = proc.wait(60)
-    log.close()
-    assert code == 0, (tmp_path / "dev.log").read_text()
+        code = dev.stop()
+    assert code == 0, dev.log()
     deadline = time.monotonic() + 10
     while any(_listening(p) for p in ports.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
