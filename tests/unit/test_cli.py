@@ -68,7 +68,15 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert done.value.code == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"kinvoke {package_version()}"
-    assert "admin API v2-v4" in out[1] and "service protocol v5-v6" in out[1] and "server 1.7.12" in out[1]
+    from admin_api.app import API_VERSIONS, SERVER_VERSION
+    from processor.invoker.attempt import SERVER_MAX_PROTOCOL_VERSION as HI
+    from processor.invoker.attempt import SERVER_MIN_PROTOCOL_VERSION as LO
+
+    assert out[1].startswith(f"Restate compatibility: server {SERVER_VERSION}, ")
+    assert (
+        f"admin API v{API_VERSIONS[0]}-v{API_VERSIONS[-1]}" in out[1]
+        and f"service protocol v{LO}-v{HI}" in out[1]
+    )
 
 
 def _dev_settings(tmp_path: Path, **update: object) -> Settings:
