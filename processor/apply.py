@@ -16,8 +16,10 @@ from confluent_kafka import KafkaError, Message
 
 from processor import state_machine
 from processor.state_machine import (
+    AbortAttempt,
     Action,
     InvokeAttempt,
+    NotifyAttempt,
     ProduceCommand,
     ScheduleTimer,
     SendAccepted,
@@ -103,7 +105,7 @@ def apply_records(
                 sink.produce(
                     topics.commands, key=routing_key(action.partition_key), value=action.command.encode()
                 )
-            elif isinstance(action, InvokeAttempt | ScheduleTimer):
+            elif isinstance(action, InvokeAttempt | ScheduleTimer | NotifyAttempt | AbortAttempt):
                 actions.append(action)
     return actions, barrier_seen
 

@@ -37,7 +37,7 @@ from processor.effects import EffectProducer
 from processor.invoker import AttemptRequest
 from processor.invoker.service import InvokerService
 from processor.state_dir import Slot, StateDirectory
-from processor.state_machine import Action, InvokeAttempt, ScheduleTimer
+from processor.state_machine import AbortAttempt, Action, InvokeAttempt, NotifyAttempt, ScheduleTimer
 from processor.subscriptions import SubscriptionRunner
 from processor.task import PartitionTask
 from processor.task_manager import TaskManager
@@ -81,7 +81,10 @@ class ProcessorService:
         self._stop = threading.Event()
         self.effects = effects or EffectProducer(settings)
         self.invoker = invoker or InvokerService(
-            self.metadata.registry, self.effects, settings.invoker_concurrency_per_deployment
+            self.metadata.registry,
+            self.effects,
+            settings.invoker_concurrency_per_deployment,
+            settings.invoker_inactivity_timeout_s,
         )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
@@ -264,7 +267,7 @@ class ProcessorService:
             # attempt runs twice and the second outcome is stale: the state machine drops it).
             for p, (task, _) in batch.items():
                 for action in actions[p]:
-                    if isinstance(action, InvokeAttempt):
+                    if isinstance(action, InvokeAttempt | NotifyAttempt | AbortAttempt):
                         self._run_action(task, action)
             offsets = [
                 TopicPartition(self.topics.commands, p, _next_offset(msgs)) for p, (_, msgs) in batch.items()
@@ -292,7 +295,7 @@ class ProcessorService:
         )
         for p, (task, _) in batch.items():
             for action in actions.get(p, []):
-                if not isinstance(action, InvokeAttempt):
+                if isinstance(action, ScheduleTimer):
                     self._run_action(task, action)  # timers: only what is committed
 
     def _on_kafka_error(
@@ -401,6 +404,10 @@ class ProcessorService:
                 task.timers.schedule(action.timer)
             elif isinstance(action, InvokeAttempt):
                 self._invoke(task, action)
+            elif isinstance(action, NotifyAttempt):
+                self.invoker.notify(task.partition, action)
+            elif isinstance(action, AbortAttempt):
+                self.invoker.abort(task.partition, action.invocation_id, action.attempt)
         except Exception:  # noqa: BLE001 - one bad action must not stop the partition
             log.exception("processor.action_failed", partition=task.partition, action=repr(action))
 

@@ -230,6 +230,17 @@ class AttemptEnded(AvroModel):
     callees: list[ResolvedCallee] = Field(default_factory=list)
 
 
+class AttemptProgress(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.AttemptProgress"
+    invocation_id: str
+    attempt: int
+    deployment_id: str
+    protocol_version: int
+    server: str | None = None
+    new_entries: list[bytes] = Field(default_factory=list)
+    callees: list[ResolvedCallee] = Field(default_factory=list)
+
+
 class Barrier(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Barrier"
     owner: str
@@ -239,7 +250,17 @@ class Barrier(AvroModel):
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
-    body: Invoke | AttemptEnded | Barrier | CallCompleted | TimerFired | Signal | GetOutput | ManageInvocation
+    body: (
+        Invoke
+        | AttemptEnded
+        | Barrier
+        | CallCompleted
+        | TimerFired
+        | Signal
+        | GetOutput
+        | ManageInvocation
+        | AttemptProgress
+    )
 
 
 class InvocationStatus(AvroModel):

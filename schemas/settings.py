@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     invoker_concurrency_per_deployment: int = Field(
         default=64, ge=1, description="attempts a processor runs at once against one deployment; more wait"
     )
+    invoker_inactivity_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="an attempt on a bidirectional stream with no traffic for this long closes its side "
+        "and the SDK suspends (Restate's inactivity timeout)",
+    )
     changelog_delete_retention_ms: int = Field(
         default=24 * 3600 * 1000,
         description="the changelog's delete.retention.ms (how long compaction keeps tombstones); a local "

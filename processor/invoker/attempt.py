@@ -1,20 +1,30 @@
-"""One attempt of an invocation against a deployment, in close-after-replay mode.
+"""One attempt of an invocation against a deployment.
 
-The runtime sends StartMessage and the stored journal, closes the request body, and reads the
-deployment's answer to its end: new commands (and ProposeRunCompletion), then exactly one of
-End, Suspension or Error. An SDK whose input is closed suspends as soon as it waits for anything
-it has not been sent, so this is Restate's "always suspending" mode, over h2c or HTTP/1.1.
+The runtime sends StartMessage and the stored journal, then reads the deployment's commands (and
+ProposeRunCompletion) until exactly one of End, Suspension or Error.
+
+- On a BIDI_STREAM deployment over HTTP/2 the request stream stays open: entries are reported as
+  they come (`progress`: journaled through the log) and the notifications the state machine
+  produces for them — a RunCompletion, a call's result, a timer, a signal such as a cancel — are
+  written back on the stream (`mailbox`), as Restate does. After `inactivity_timeout_s` without
+  traffic the runtime closes its side and the SDK suspends when it next needs input.
+- Otherwise (HTTP/1.1, REQUEST_RESPONSE) the runtime closes its side after the replay: the SDK
+  suspends as soon as it waits for anything ("always suspending" mode).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import httpx
 import structlog
 
+from processor.invoker.h2 import H2Error, H2Pool, H2Stream
+from processor.invoker.mailbox import Mailbox
 from schemas.records import AttemptFailed as Failed
 from schemas.records import Ended, Suspended
 from schemas.service_protocol import (
@@ -38,6 +48,7 @@ SERVER_MAX_PROTOCOL_VERSION = 6
 class DeploymentTarget:
     uri: str
     use_http_11: bool = False
+    bidi: bool = False  # the deployment announced BIDI_STREAM
     additional_headers: dict[str, str] = field(default_factory=dict)
     min_protocol_version: int = 5
     max_protocol_version: int = 6
@@ -96,12 +107,20 @@ def _failed(code: int, message: str) -> Failed:
     return Failed(code=code, message=message)
 
 
+Progress = Callable[[list[bytes]], Awaitable[None]]
+
+
 class _Collector:
     """Turns the response frames into an AttemptResult, enforcing what may come when."""
 
     def __init__(self) -> None:
         self.entries: list[bytes] = []
+        self.reported = 0  # entries already handed over as progress
         self.outcome: Ended | Suspended | Failed | None = None
+
+    def take_unreported(self) -> list[bytes]:
+        new, self.reported = self.entries[self.reported :], len(self.entries)
+        return new
 
     def accept(self, frame: Frame) -> None:
         if self.outcome is not None:
@@ -145,7 +164,7 @@ class Invoker:
 
     def __init__(self, abort_timeout_s: float = 600.0, connect_timeout_s: float = 10.0) -> None:
         timeout = httpx.Timeout(abort_timeout_s, connect=connect_timeout_s)
-        self._h2 = httpx.AsyncClient(http1=False, http2=True, timeout=timeout)
+        self._h2 = H2Pool(connect_timeout_s)
         self._h1 = httpx.AsyncClient(timeout=timeout)
         self._abort_timeout_s = abort_timeout_s
 
@@ -153,7 +172,16 @@ class Invoker:
         await self._h2.aclose()
         await self._h1.aclose()
 
-    async def run_attempt(self, deployment: DeploymentTarget, request: AttemptRequest) -> AttemptResult:
+    async def run_attempt(
+        self,
+        deployment: DeploymentTarget,
+        request: AttemptRequest,
+        *,
+        progress: Progress | None = None,
+        mailbox: Mailbox | None = None,
+        inactivity_timeout_s: float = 60.0,
+        pressure: asyncio.Event | None = None,
+    ) -> AttemptResult:
         version = negotiate_version(deployment)
         if version is None:
             return AttemptResult(
@@ -171,7 +199,20 @@ class Invoker:
         server: str | None = None
         try:
             async with asyncio.timeout(self._abort_timeout_s):
-                server = await self._exchange(deployment, request, version, collector)
+                if deployment.use_http_11:
+                    server = await self._exchange_h1(deployment, request, version, collector)
+                else:
+                    bidi = deployment.bidi and progress is not None and mailbox is not None
+                    server = await self._exchange_h2(
+                        deployment,
+                        request,
+                        version,
+                        collector,
+                        progress if bidi else None,
+                        mailbox,
+                        inactivity_timeout_s,
+                        pressure,
+                    )
         except TimeoutError:
             collector.outcome = _failed(
                 500, f"attempt aborted after {self._abort_timeout_s:.0f}s without an end"
@@ -180,7 +221,7 @@ class Invoker:
             collector.outcome = _failed(571, f"protocol violation: {e}")
         except _BadResponse as e:
             collector.outcome = _failed(e.code, str(e))
-        except httpx.HTTPError as e:
+        except (httpx.HTTPError, H2Error) as e:
             url = self._url(deployment, request)
             collector.outcome = _failed(
                 500, f"error when calling {url}: {type(e).__name__}: {str(e) or 'connection lost'}"
@@ -188,16 +229,15 @@ class Invoker:
         outcome = collector.outcome or _failed(
             571, "protocol violation: the deployment closed the stream without End, Suspension or Error"
         )
-        return AttemptResult(collector.entries, outcome, version, server)
+        return AttemptResult(collector.take_unreported(), outcome, version, server)
 
     @staticmethod
     def _url(deployment: DeploymentTarget, request: AttemptRequest) -> str:
         base = deployment.uri.rstrip("/")
         return f"{base}/invoke/{quote(request.service, safe='')}/{quote(request.handler, safe='')}"
 
-    async def _exchange(
-        self, deployment: DeploymentTarget, request: AttemptRequest, version: int, collector: _Collector
-    ) -> str | None:
+    @staticmethod
+    def _headers(deployment: DeploymentTarget, request: AttemptRequest, version: int) -> dict[str, str]:
         ctype = content_type(version)
         headers = {
             **deployment.additional_headers,
@@ -207,8 +247,98 @@ class Invoker:
         }
         if request.key is not None:
             headers["x-restate-service-key"] = quote(request.key, safe="")
+        return headers
+
+    async def _exchange_h2(
+        self,
+        deployment: DeploymentTarget,
+        request: AttemptRequest,
+        version: int,
+        collector: _Collector,
+        progress: Progress | None,
+        mailbox: Mailbox | None,
+        inactivity_timeout_s: float,
+        pressure: asyncio.Event | None = None,
+    ) -> str | None:
+        url = self._url(deployment, request)
+        headers = [(k.lower(), v) for k, v in self._headers(deployment, request, version).items()]
+        stream = await self._h2.open_stream(url, headers)
+        finished = False
+        reading: asyncio.Future[bytes | None] | None = None
+        mail: asyncio.Future[tuple[int, bytes]] | None = None
+        crowded: asyncio.Future[Any] | None = None
+        try:
+            input_open = progress is not None
+            await stream.send(start_message(request) + b"".join(request.journal), end=not input_open)
+            status, response_headers = await stream.response()
+            server = response_headers.get("x-restate-server")
+            if status != 200:
+                raise _BadResponse.for_status(
+                    status, url, (await _read_some(stream))[:512].decode(errors="replace")
+                )
+            got = response_headers.get("content-type", "")
+            if got != content_type(version):
+                raise _BadResponse(
+                    500, f"deployment answered content-type '{got}', expected '{content_type(version)}'"
+                )
+            decoder = FrameDecoder()
+            known = len(request.journal)
+            reading = asyncio.ensure_future(stream.read())
+            if input_open and mailbox is not None:
+                mail = asyncio.ensure_future(mailbox.get())
+            while True:
+                waiting: set[asyncio.Future[Any]] = {reading}
+                if input_open and mail is not None:
+                    waiting.add(mail)
+                if input_open and pressure is not None:
+                    crowded = crowded or asyncio.ensure_future(pressure.wait())
+                    waiting.add(crowded)
+                done, _ = await asyncio.wait(
+                    waiting,
+                    timeout=inactivity_timeout_s if input_open else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done or (crowded is not None and crowded in done and reading not in done):
+                    # Inactive, or others wait for a slot while this stream is idle: close our
+                    # side; the SDK suspends when it next needs input.
+                    input_open = False
+                    await stream.end()
+                    continue
+                if mail is not None and mail in done:
+                    index, note = mail.result()
+                    if index >= known and input_open:  # an attempt replays what it started with
+                        await stream.send(note)
+                    mail = asyncio.ensure_future(mailbox.get()) if mailbox is not None else None
+                if reading in done:
+                    chunk = reading.result()
+                    if chunk is None:
+                        decoder.finish()
+                        finished = True
+                        return server
+                    for frame in decoder.feed(chunk):
+                        collector.accept(frame)
+                    if collector.outcome is not None:
+                        finished = True
+                        if input_open:
+                            await stream.end()
+                        return server
+                    if progress is not None and collector.reported < len(collector.entries):
+                        await progress(collector.take_unreported())
+                    reading = asyncio.ensure_future(stream.read())
+        finally:
+            for pending in (reading, mail, crowded):
+                if pending is not None and not pending.done():
+                    pending.cancel()
+            if not finished:
+                stream.reset()
+
+    async def _exchange_h1(
+        self, deployment: DeploymentTarget, request: AttemptRequest, version: int, collector: _Collector
+    ) -> str | None:
+        ctype = content_type(version)
+        headers = self._headers(deployment, request, version)
         body = start_message(request) + b"".join(request.journal)
-        client = self._h1 if deployment.use_http_11 else self._h2
+        client = self._h1
         url = self._url(deployment, request)
         async with client.stream("POST", url, headers=headers, content=body) as response:
             server = response.headers.get("x-restate-server")
@@ -244,3 +374,14 @@ class _BadResponse(Exception):
         if status == 415:
             return cls(500, f"the deployment rejected the negotiated protocol version (415){detail}")
         return cls(500, f"the deployment answered HTTP {status} for {url}{detail}")
+
+
+async def _read_some(stream: H2Stream, limit: int = 4096) -> bytes:
+    """The start of an error response's body (for the failure message)."""
+    out = b""
+    while len(out) < limit:
+        chunk = await stream.read()
+        if chunk is None:
+            break
+        out += chunk
+    return out

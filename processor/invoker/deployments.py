@@ -20,6 +20,7 @@ def deployment_for(
     return deployment_id, DeploymentTarget(
         uri=dep.uri,
         use_http_11=dep.http_version == "HTTP/1.1",
+        bidi=dep.protocol_type == "BidiStream",
         additional_headers=dict(dep.additional_headers or {}),
         min_protocol_version=dep.min_protocol_version,
         max_protocol_version=min(dep.max_protocol_version, SERVER_MAX_PROTOCOL_VERSION),

@@ -10,20 +10,22 @@ partition is given up, its attempts are cancelled (the next owner re-runs them).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 
 import structlog
 
 from processor.effects import EffectProducer
-from processor.invoker.attempt import AttemptRequest, AttemptResult, Invoker
+from processor.invoker.attempt import AttemptRequest, AttemptResult, Invoker, negotiate_version
 from processor.invoker.deployments import deployment_for
-from processor.state_machine import InvokeAttempt
+from processor.invoker.mailbox import Mailbox
+from processor.state_machine import InvokeAttempt, NotifyAttempt
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import AttemptEnded, AttemptFailed, Command, ResolvedCallee
+from schemas.records import AttemptEnded, AttemptFailed, AttemptProgress, Command, ResolvedCallee
 from schemas.registry import Registry
 from schemas.service_protocol import Frame, MessageType, decode_message
 
@@ -58,7 +60,11 @@ def resolve_callees(registry: Registry, entries: list[bytes]) -> list[ResolvedCa
 
 class InvokerService:
     def __init__(
-        self, registry: Callable[[], Registry], effects: EffectProducer, concurrency_per_deployment: int = 64
+        self,
+        registry: Callable[[], Registry],
+        effects: EffectProducer,
+        concurrency_per_deployment: int = 64,
+        inactivity_timeout_s: float = 60.0,
     ) -> None:
         self._registry = registry
         self._effects = effects
@@ -66,6 +72,12 @@ class InvokerService:
         # (an HTTP/2 server allows ~100 concurrent streams per connection).
         self._concurrency = concurrency_per_deployment
         self._slots: dict[str, asyncio.Semaphore] = {}
+        # Set while attempts wait for a slot: idle open streams then close their side early (the
+        # SDK suspends) instead of holding a slot until their inactivity timeout.
+        self._pressure: dict[str, asyncio.Event] = {}
+        self._waiting: dict[str, int] = {}
+        self._inactivity_timeout_s = inactivity_timeout_s
+        self._mailboxes: dict[tuple[str, int], Mailbox] = {}  # running attempts' notifications
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="invoker", daemon=True)
         self._invoker: Invoker | None = None
@@ -122,8 +134,9 @@ class InvokerService:
             # An older attempt of the same invocation is superseded: its outcome would be stale.
             older = [k for k in running if k[0] == action.invocation_id and k[1] < action.attempt]
             superseded = [running.pop(k) for k in older]
+            mailbox = self._mailboxes[key] = Mailbox()  # before the attempt runs: nothing is missed
             fut = asyncio.run_coroutine_threadsafe(
-                self._attempt(partition, action, pinned, service, request), self._loop
+                self._attempt(partition, action, pinned, service, request, mailbox), self._loop
             )
             running[key] = fut
         for old in superseded:  # outside the lock: cancelling runs its done callback, which takes it
@@ -133,19 +146,61 @@ class InvokerService:
             with self._lock:
                 if self._in_flight.get(p, {}).get(k) is _f:
                     del self._in_flight[p][k]
+                    self._mailboxes.pop(k, None)
 
         fut.add_done_callback(done)
+
+    def notify(self, partition: int, action: NotifyAttempt) -> None:
+        """A notification for a running attempt: written on its stream if that is still open."""
+        with self._lock:
+            mailbox = self._mailboxes.get((action.invocation_id, action.attempt))
+        if mailbox is not None:
+            mailbox.put(action.index, action.frame)
+
+    def abort(self, partition: int, invocation_id: str, attempt: int) -> None:
+        """Stop a running attempt (its invocation was killed); its stream is reset."""
+        with self._lock:
+            fut = self._in_flight.get(partition, {}).pop((invocation_id, attempt), None)
+            self._mailboxes.pop((invocation_id, attempt), None)
+        if fut is not None:
+            fut.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, uri: str, slots: asyncio.Semaphore, pressure: asyncio.Event) -> AsyncIterator[None]:
+        if slots.locked():
+            self._waiting[uri] = self._waiting.get(uri, 0) + 1
+            pressure.set()
+            try:
+                await slots.acquire()
+            finally:
+                self._waiting[uri] -= 1
+                if not self._waiting[uri]:
+                    pressure.clear()
+        else:
+            await slots.acquire()
+        try:
+            yield
+        finally:
+            slots.release()
 
     def cancel_partition(self, partition: int) -> None:
         with self._lock:
             running = self._in_flight.pop(partition, {})
+            for key in running:
+                self._mailboxes.pop(key, None)
         for fut in running.values():
             fut.cancel()
         if running:
             log.info("invoker.cancelled", partition=partition, attempts=len(running))
 
     async def _attempt(
-        self, partition: int, action: InvokeAttempt, pinned: str | None, service: str, request: AttemptRequest
+        self,
+        partition: int,
+        action: InvokeAttempt,
+        pinned: str | None,
+        service: str,
+        request: AttemptRequest,
+        mailbox: Mailbox | None = None,
     ) -> None:
         delay = (action.not_before_ms - now_ms()) / 1000
         if delay > 0:
@@ -164,8 +219,31 @@ class InvokerService:
                 deployment_id, target = deployment
                 assert self._invoker is not None
                 slots = self._slots.setdefault(target.uri, asyncio.Semaphore(self._concurrency))
-                async with slots:
-                    result = await self._invoker.run_attempt(target, request)
+
+                async def progress(entries: list[bytes], deployment_id: str = deployment_id) -> None:
+                    # Journaled through the log before anything that depends on it is sent back.
+                    effect = AttemptProgress(
+                        invocation_id=request.invocation_id,
+                        attempt=action.attempt,
+                        deployment_id=deployment_id,
+                        protocol_version=negotiate_version(target) or 0,
+                        new_entries=entries,
+                        callees=resolve_callees(self._registry(), entries),
+                    )
+                    await self._append(
+                        partition, request.invocation_id, Command(timestamp_ms=now_ms(), body=effect)
+                    )
+
+                pressure = self._pressure.setdefault(target.uri, asyncio.Event())
+                async with self._slot(target.uri, slots, pressure):
+                    result = await self._invoker.run_attempt(
+                        target,
+                        request,
+                        progress=progress,
+                        mailbox=mailbox,
+                        inactivity_timeout_s=self._inactivity_timeout_s,
+                        pressure=pressure,
+                    )
             callees = resolve_callees(self._registry(), result.new_entries)
         except asyncio.CancelledError:
             raise

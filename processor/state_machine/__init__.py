@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from processor.state_machine.actions import (
+    AbortAttempt,
     Action,
     InvokeAttempt,
+    NotifyAttempt,
     ProduceCommand,
     ScheduleTimer,
     SendAccepted,
@@ -20,6 +22,7 @@ from processor.state_machine.actions import (
 from processor.state_machine.context import StepContext
 from processor.state_machine.lifecycle import (
     attempt_ended,
+    attempt_progress,
     call_completed,
     get_output,
     invoke,
@@ -31,6 +34,7 @@ from processor.state_machine.lifecycle import (
 from processor.storage import PartitionStore, Transaction
 from schemas.records import (
     AttemptEnded,
+    AttemptProgress,
     CallCompleted,
     Command,
     GetOutput,
@@ -53,8 +57,9 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
     if isinstance(body, Invoke):
         invoke.apply(ctx, body)
     elif isinstance(body, AttemptEnded):
-        ctx.callees = list(body.callees)
         attempt_ended.apply(ctx, body)
+    elif isinstance(body, AttemptProgress):
+        attempt_progress.apply(ctx, body)
     elif isinstance(body, CallCompleted):
         call_completed.apply(ctx, body)
     elif isinstance(body, TimerFired):
@@ -75,8 +80,10 @@ def recovery_actions(store: PartitionStore) -> list[Action]:
 
 
 __all__ = [
+    "AbortAttempt",
     "Action",
     "InvokeAttempt",
+    "NotifyAttempt",
     "ProduceCommand",
     "ScheduleTimer",
     "SendAccepted",

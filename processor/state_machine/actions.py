@@ -17,6 +17,25 @@ class InvokeAttempt:
 
 
 @dataclass(frozen=True)
+class NotifyAttempt:
+    """Send `frame` (a notification just journaled) on the stream of the attempt that is running,
+    if it is a bidirectional one; otherwise the next attempt replays it from the journal."""
+
+    invocation_id: str
+    attempt: int
+    index: int  # its journal index: an attempt started with it in its replay skips it
+    frame: bytes
+
+
+@dataclass(frozen=True)
+class AbortAttempt:
+    """Stop the attempt that is running (the invocation was killed): no more user code runs."""
+
+    invocation_id: str
+    attempt: int
+
+
+@dataclass(frozen=True)
 class SendResult:
     """Publish a completed invocation's outcome on `results` (in the same transaction)."""
 
@@ -47,4 +66,6 @@ class ScheduleTimer:
     timer: Timer
 
 
-Action = InvokeAttempt | SendResult | SendAccepted | ProduceCommand | ScheduleTimer
+Action = (
+    InvokeAttempt | NotifyAttempt | AbortAttempt | SendResult | SendAccepted | ProduceCommand | ScheduleTimer
+)

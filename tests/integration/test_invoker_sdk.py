@@ -117,4 +117,55 @@ async def test_nothing_listening_is_a_failed_attempt(invoker: Invoker) -> None:
     target = DeploymentTarget(uri=f"http://127.0.0.1:{free_port()}")
     result = await invoker.run_attempt(target, request_for("greet", "x"))
     assert isinstance(result.outcome, Failed)
-    assert "error when calling" in result.outcome.message and "ConnectError" in result.outcome.message
+    assert "error when calling" in result.outcome.message and "cannot connect" in result.outcome.message
+
+
+async def test_a_bidirectional_stream_runs_all_steps_in_one_attempt(invoker: Invoker, sdk_uri: str) -> None:
+    """Full duplex, as Restate does with BIDI_STREAM deployments: each proposal is reported as
+    progress and its RunCompletion written back on the open stream; the handler ends without
+    suspending. This test plays the processor's part (journal the proposal, send the completion)."""
+    from processor.invoker.mailbox import Mailbox
+
+    mailbox = Mailbox()
+    reported: list[list[bytes]] = []
+    journal = [input_command(b"5", [])]
+
+    async def progress(entries: list[bytes]) -> None:
+        reported.append(entries)
+        for raw in entries:
+            frame = Frame.parse(raw)
+            journal.append(raw)
+            if frame.type == MessageType.PROPOSE_RUN_COMPLETION:
+                proposal = decode_message(frame)
+                note = run_completion_notification(proposal)
+                journal.append(note)
+                mailbox.put(len(journal) - 1, note)
+
+    target = DeploymentTarget(uri=sdk_uri, bidi=True)
+    request = request_for("steps", 5)
+    result = await invoker.run_attempt(
+        target, request, progress=progress, mailbox=mailbox, inactivity_timeout_s=10
+    )
+    assert result.outcome == Ended()
+    kinds = [Frame.parse(e).type for batch in reported for e in batch]
+    assert kinds.count(MessageType.RUN_COMMAND) == 3 and kinds.count(MessageType.PROPOSE_RUN_COMPLETION) == 3
+    [out] = [Frame.parse(e) for e in result.new_entries]
+    assert json.loads(decode_message(out).value.content) == 5 + 1 + 2 + 3
+
+
+async def test_an_idle_bidirectional_stream_closes_and_the_sdk_suspends(
+    invoker: Invoker, sdk_uri: str
+) -> None:
+    from processor.invoker.mailbox import Mailbox
+
+    target = DeploymentTarget(uri=sdk_uri, bidi=True)
+    reported: list[list[bytes]] = []
+
+    async def progress(entries: list[bytes]) -> None:
+        reported.append(entries)
+
+    result = await invoker.run_attempt(
+        target, request_for("nap", 60_000), progress=progress, mailbox=Mailbox(), inactivity_timeout_s=0.3
+    )
+    assert isinstance(result.outcome, Suspended)
+    assert [Frame.parse(e).type for batch in reported for e in batch] == [MessageType.SLEEP_COMMAND]

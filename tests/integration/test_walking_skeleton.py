@@ -250,9 +250,14 @@ def test_register_call_kill_restart(
         # Cancel, kill and purge through the admin API.
         napper = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]
         to_kill = _call(client, f"{ingress}/Greeter/nap/send", 60_000).json()["invocationId"]
-        for inv in (napper, to_kill):  # both suspended in their sleep before they are cancelled/killed
+        for inv in (napper, to_kill):  # both in their sleep (on an open stream) before cancel/kill
+            sleeping = {
+                "query": f"SELECT index FROM sys_journal WHERE id = '{inv}' AND entry_type = 'Command: Sleep'"
+            }
             deadline = time.monotonic() + 30
-            while client.get(f"{admin}/invocations/{inv}").json().get("status") != "suspended":
+            while not client.post(
+                f"{admin}/query", json=sleeping, headers={"accept": "application/json"}
+            ).json()["rows"]:
                 assert time.monotonic() < deadline, client.get(f"{admin}/invocations/{inv}").text
                 time.sleep(0.1)
         assert client.patch(f"{admin}/invocations/{napper}/cancel").status_code == 202

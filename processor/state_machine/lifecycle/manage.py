@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from processor.state_machine.actions import SendAccepted
+from processor.state_machine.actions import AbortAttempt, SendAccepted
 from processor.state_machine.context import StepContext
 from processor.state_machine.lifecycle import end_invocation, signal
 from schemas.records import (
@@ -47,6 +47,8 @@ def _run(ctx: StepContext, status: InvocationStatus, op: ManageOperation) -> Man
         signal.apply(ctx, Signal(invocation_id=status.invocation_id, signal_id=CANCEL_SIGNAL))
         return ManageOutcome.ACCEPTED
     _leave_inbox(ctx, status)
+    if status.phase == InvocationPhase.INVOKED:
+        ctx.emit(AbortAttempt(status.invocation_id, status.attempt))
     end_invocation.complete(ctx, status, CANCELLED if op == ManageOperation.CANCEL else KILLED)
     ctx.txn.put_status(status)
     return ManageOutcome.DONE
