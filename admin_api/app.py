@@ -10,18 +10,36 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from admin_api import discovery, introspection, invocations, subscriptions
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
-from admin_api.registration import RegistryError, plan_registration
-from admin_api.rest_model import deployment_json, handler_json, register_response_json, service_json
+from admin_api.registration import (
+    Outcome,
+    RegistrationPlan,
+    RegistryError,
+    UriKind,
+    deployment_services,
+    find_deployment,
+    plan_registration,
+    plan_removal,
+    plan_update,
+    unchanged,
+    uri_kind,
+)
+from admin_api.rest_model import (
+    deployment_json,
+    handler_json,
+    parse_register_request,
+    parse_update_request,
+    register_response_json,
+    service_json,
+)
 from admin_api.store import RegistryStore
 from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms
-from schemas.ids import DeploymentId
-from schemas.registry import SERVICE_PREFIX, SUBSCRIPTION_PREFIX
+from schemas.ids import DeploymentId, InvalidId
+from schemas.registry import SERVICE_PREFIX, SUBSCRIPTION_PREFIX, DeploymentRecord
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -58,6 +76,12 @@ async def error_middleware(
     except Unavailable as e:  # Kafka did not take a write or did not answer within its bound
         log.warning("admin.unavailable", path=request.path, reason=str(e))
         return _error(503, str(e))
+    except web.HTTPMethodNotAllowed as e:
+        response = _error(405, f"method {request.method} is not allowed on {request.path}")
+        response.headers["allow"] = ",".join(sorted(e.allowed_methods))
+        return response
+    except web.HTTPNotFound:
+        return _error(404, f"no route for {request.method} {request.path}")
     except web.HTTPException as e:
         if e.status >= 400:
             return _error(e.status, e.reason or "error")
@@ -65,17 +89,6 @@ async def error_middleware(
     except Exception as e:
         log.exception("admin.unhandled", path=request.path)
         return _error(500, f"internal error: {e}")
-
-
-class RegisterDeploymentRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    uri: str
-    additional_headers: dict[str, str] | None = None
-    use_http_11: bool = False
-    force: bool | None = None
-    dry_run: bool = False
-    breaking: bool = False
-    metadata: dict[str, str] | None = None
 
 
 def _store(request: web.Request) -> RegistryStore:
@@ -109,42 +122,115 @@ async def version(request: web.Request) -> web.Response:
     )
 
 
+def _api_version(request: web.Request) -> int | None:
+    """The admin API version the path asked for (`/v2/...`); None without a prefix (Restate's
+    `AdminApiVersion::Unknown`, which behaves as the latest)."""
+    head = request.path.split("/", 2)[1]
+    return int(head[1:]) if head in {f"v{v}" for v in API_VERSIONS} else None
+
+
 async def _read_json(request: web.Request) -> Any:
+    """axum's `Json` extractor: a JSON content-type (415 otherwise), then JSON (400 otherwise)."""
+    mime = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not (mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))):
+        raise RegistryError(415, "Expected request with `Content-Type: application/json`")
     try:
-        return await request.json()
+        return json.loads(await request.read())
     except ValueError as e:
         raise RegistryError(400, f"Failed to parse the request body as JSON: {e}") from None
 
 
+def _check_uri(uri: str) -> None:
+    """Restate's `validate_uri`: only absolute URIs, refused before any discovery."""
+    if uri_kind(uri) != UriKind.ABSOLUTE:
+        raise RegistryError(
+            400,
+            f"The request field 'uri' is invalid. Reason: The provided uri {uri} is not absolute, "
+            "only absolute URIs can be used.",
+        )
+
+
+def _deployment_id(request: web.Request) -> str:
+    """The `{deployment}` path parameter, decoded as Restate decodes a `DeploymentId` (400, as
+    axum's path rejection, when it is not one)."""
+    raw = request.match_info["deployment"]
+    prefix, sep, rest = raw.partition("_")
+    reason = None
+    if not raw:
+        reason = "bad length"
+    elif not sep:
+        reason = "bad format"
+    elif prefix != "dp":
+        known = {"inv", "sub", "sign", "prom", "snap", "pid"}
+        mismatch = "id doesn't match the expected type"
+        reason = mismatch if prefix in known else f"unrecognized resource type: {prefix}"
+    elif not rest:
+        reason = "bad length"
+    elif rest[0] != "1":
+        reason = "unrecognized codec version"
+    elif len(rest) != 23:
+        reason = "bad length"
+    else:
+        try:
+            return str(DeploymentId.parse(raw))
+        except InvalidId:
+            reason = "base62 decode error"
+    raise RegistryError(400, f"Invalid URL: {reason}")
+
+
+def _existing_deployment(request: web.Request, dep_id: str) -> DeploymentRecord:
+    dep = _store(request).snapshot().deployment(dep_id)
+    if dep is None:
+        raise RegistryError(404, f"The requested deployment '{dep_id}' does not exist")
+    return dep
+
+
+async def _write(request: web.Request, records: list[tuple[str, bytes | None]]) -> None:
+    if records:  # the Kafka store waits for the last record it wrote: nothing to wait for here
+        await _store(request).write(records)
+
+
 async def register_deployment(request: web.Request) -> web.Response:
-    try:
-        body = RegisterDeploymentRequest.model_validate(await _read_json(request))
-    except ValidationError as e:
-        raise RegistryError(400, f"Failed to deserialize the JSON body into the target type: {e}") from None
-    discovered = await discovery.discover(
-        body.uri, use_http_11=body.use_http_11, additional_headers=body.additional_headers
-    )
+    """`POST /deployments`, with Restate's rules: a registered URI is answered as it is (200,
+    no discovery) unless `force`; `force` re-discovers and replaces its services (200); a new
+    URI is 201, also as a dry run (the CLI's `deployments register` sends one first)."""
+    body = parse_register_request(await _read_json(request))
+    if body.lambda_arn is not None:
+        raise RegistryError(501, "Lambda deployments are not supported by kinvoke")
+    _check_uri(body.uri)
+    version = _api_version(request)
+    # `force` defaults to true only for admin API v1/v2 clients.
+    force = body.force if body.force is not None else version == 2
     store = _store(request)
-    now_ms = int(time.time() * 1000)
-    plan = plan_registration(
-        store.snapshot(),
-        discovered,
-        uri=body.uri,
-        # Admin API v3+: registering over an existing deployment overwrites unless force is false.
-        force=body.force is not False or body.breaking,
-        additional_headers=body.additional_headers or {},
-        metadata=body.metadata or {},
-        now_ms=now_ms,
-        new_deployment_id=str(DeploymentId.generate(now_ms, secrets.randbits(80))),
-    )
-    if not body.dry_run:
-        await store.write(plan.records())
-    status = 201 if plan.created and not body.dry_run else 200
+    registry = store.snapshot()
+    existing = find_deployment(registry, body.uri)
+    if existing is not None and not force:
+        plan = unchanged(registry, existing)
+    else:
+        discovered = await discovery.discover(
+            body.uri, use_http_11=body.use_http_11, additional_headers=body.additional_headers
+        )
+        now_ms = int(time.time() * 1000)
+        plan = plan_registration(
+            store.snapshot(),
+            discovered,
+            uri=body.uri,
+            overwrite=force,
+            allow_breaking=force or body.breaking,
+            additional_headers=body.additional_headers or {},
+            metadata=body.metadata,
+            now_ms=now_ms,
+            new_deployment_id=str(DeploymentId.generate(now_ms, secrets.randbits(80))),
+        )
+        if not body.dry_run:
+            await _write(request, plan.records())
+    status = _register_status(plan, version)
     log.info(
         "deployment.registered",
         id=plan.deployment.id,
         uri=plan.deployment.uri,
         status=status,
+        outcome=plan.outcome.value,
         dry_run=body.dry_run,
         services=[s.name for s in plan.services],
     )
@@ -155,19 +241,104 @@ async def register_deployment(request: web.Request) -> web.Response:
     )
 
 
+def _register_status(plan: RegistrationPlan, version: int | None) -> int:
+    """201 created; 200 unchanged or overwritten (admin API v3+); v2 answered 409 and 201."""
+    if plan.outcome == Outcome.CREATED:
+        return 201
+    if version is not None and version < 3:
+        if plan.outcome == Outcome.UNCHANGED:
+            raise RegistryError(409, f"Conflict: deployment {plan.deployment.id} already exists")
+        return 201
+    return 200
+
+
 async def list_deployments(request: web.Request) -> web.Response:
     registry = _store(request).snapshot()
     deps = sorted(registry.deployments.values(), key=lambda d: d.created_at_ms)
-    return _json({"deployments": [deployment_json(d, registry, full_services=False) for d in deps]})
+    return _json({"deployments": [deployment_json(d) for d in deps]})
 
 
 async def get_deployment(request: web.Request) -> web.Response:
+    dep = _existing_deployment(request, _deployment_id(request))
+    return _json(deployment_json(dep, deployment_services(_store(request).snapshot(), dep)))
+
+
+async def update_deployment(request: web.Request) -> web.Response:
+    """`PATCH /deployments/{id}` (`PUT` under /v2): without `uri`, `additional_headers` or
+    `use_http_11` nothing changes (200 with the deployment); else it is discovered again at the
+    (new) address and updated, its services replaced only with `overwrite`."""
+    dep_id = _deployment_id(request)
+    body = parse_update_request(await _read_json(request))
+    if request.method == "PUT" and _api_version(request) != 2:
+        raise RegistryError(405, "PUT deployment is deprecated, use PATCH instead")
+    if (
+        body.uri is None
+        and body.additional_headers is None
+        and body.use_http_11 is None
+        and not (body.lambda_address)
+    ):
+        dep = _existing_deployment(request, dep_id)
+        return _json(deployment_json(dep, deployment_services(_store(request).snapshot(), dep)))
+    if body.uri is not None:
+        _check_uri(body.uri)
+    existing = _store(request).snapshot().deployment(dep_id)
+    if existing is None and not body.lambda_variant:
+        raise RegistryError(404, f"The requested deployment '{dep_id}' does not exist")
+    if existing is None:
+        raise RegistryError(404, f"not found in the schema registry: deployment with id '{dep_id}'")
+    if body.lambda_address:
+        raise RegistryError(
+            400,
+            "cannot update the deployment, as the deployment type is http while the update options are "
+            "for type lambda",
+        )
+    if body.uri is not None:
+        uri, use_http_11 = body.uri, bool(body.use_http_11)
+    else:
+        uri = existing.uri
+        same_version = existing.http_version == "HTTP/1.1"
+        use_http_11 = body.use_http_11 if body.use_http_11 is not None else same_version
+    headers = body.additional_headers if body.additional_headers is not None else existing.additional_headers
+    discovered = await discovery.discover(uri, use_http_11=use_http_11, additional_headers=headers)
+    plan = plan_update(
+        _store(request).snapshot(),
+        existing,
+        discovered,
+        uri=uri,
+        additional_headers=headers,
+        overwrite=body.overwrite,
+    )
+    if not body.dry_run:
+        await _write(request, plan.records())
+    log.info(
+        "deployment.updated",
+        id=dep_id,
+        uri=plan.deployment.uri,
+        overwrite=body.overwrite,
+        dry_run=body.dry_run,
+        services=[s.name for s in plan.services],
+    )
+    return _json(deployment_json(plan.deployment, plan.services))
+
+
+async def delete_deployment(request: web.Request) -> web.Response:
+    """`DELETE /deployments/{id}`: only `?force=true` is supported (202; its services go unless
+    another deployment serves them); otherwise 501, as Restate."""
+    dep_id = _deployment_id(request)
+    force = request.query.get("force")
+    if force not in (None, "true", "false"):
+        raise RegistryError(
+            400, "Failed to deserialize query string: force: provided string was not `true` or `false`"
+        )
+    if force != "true":
+        return web.Response(status=501)
     registry = _store(request).snapshot()
-    dep_id = request.match_info["deployment"]
     dep = registry.deployment(dep_id)
     if dep is None:
-        raise RegistryError(404, f"The requested deployment '{dep_id}' does not exist")
-    return _json(deployment_json(dep, registry, full_services=True))
+        raise RegistryError(404, f"not found in the schema registry: deployment with id '{dep_id}'")
+    await _write(request, plan_removal(registry, dep))
+    log.info("deployment.removed", id=dep_id, uri=dep.uri, services=[s.name for s in dep.services])
+    return web.Response(status=202)
 
 
 def _service(request: web.Request) -> Any:
@@ -208,7 +379,9 @@ async def modify_service(request: web.Request) -> web.Response:
             try:
                 update[attr] = parse_duration_ms(str(body[field]))
             except ValueError as e:
-                raise RegistryError(400, f"invalid {field}: {e}") from None
+                raise RegistryError(  # a field that does not deserialize: axum's 422
+                    422, f"Failed to deserialize the JSON body into the target type: {field}: {e}"
+                ) from None
     if "workflow_completion_retention_ms" in update and svc.ty != "Workflow":
         raise RegistryError(400, "workflow_completion_retention can be modified only for workflow services")
     changed = svc.model_copy(update=update, deep=True)
@@ -346,10 +519,6 @@ async def delete_subscription(request: web.Request) -> web.Response:
     return web.Response(status=202)
 
 
-async def not_found(request: web.Request) -> web.Response:
-    return _error(404, f"no route for {request.method} {request.path}")
-
-
 def _routes(prefix: str) -> list[web.RouteDef]:
     return [
         web.get(f"{prefix}/health", health),
@@ -357,6 +526,9 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/deployments", register_deployment),
         web.get(f"{prefix}/deployments", list_deployments),
         web.get(f"{prefix}/deployments/{{deployment}}", get_deployment),
+        web.patch(f"{prefix}/deployments/{{deployment}}", update_deployment),
+        web.put(f"{prefix}/deployments/{{deployment}}", update_deployment),
+        web.delete(f"{prefix}/deployments/{{deployment}}", delete_deployment),
         web.get(f"{prefix}/services", list_services),
         web.get(f"{prefix}/services/{{service}}", get_service),
         web.patch(f"{prefix}/services/{{service}}", modify_service),
@@ -393,5 +565,4 @@ def create_admin_app(
     app.add_routes(_routes(""))
     for v in API_VERSIONS:
         app.add_routes(_routes(f"/v{v}"))
-    app.router.add_route("*", "/{tail:.*}", not_found)
     return app

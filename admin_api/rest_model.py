@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
+from admin_api.registration import RegistryError, UriKind, uri_kind
 from schemas.durations import friendly_duration
 from schemas.durations import rfc3339_nanos as rfc3339
-from schemas.registry import DeploymentRecord, HandlerRecord, Registry, ServiceRecord
+from schemas.registry import DeploymentRecord, HandlerRecord, ServiceRecord
 
 DEFAULT_IDEMPOTENCY_RETENTION_MS = 24 * 3600 * 1000
 DEFAULT_JOURNAL_RETENTION_MS = 24 * 3600 * 1000
@@ -118,7 +121,9 @@ def service_json(s: ServiceRecord) -> dict[str, Any]:
     return out
 
 
-def deployment_json(dep: DeploymentRecord, registry: Registry, *, full_services: bool) -> dict[str, Any]:
+def deployment_json(dep: DeploymentRecord, services: list[ServiceRecord] | None = None) -> dict[str, Any]:
+    """`GET /deployments` lists `{name, revision}` pairs (`services` None); `GET /deployments/{id}`
+    and `PATCH` show the deployment's own services in full."""
     out: dict[str, Any] = {
         "id": dep.id,
         "uri": dep.uri,
@@ -134,13 +139,8 @@ def deployment_json(dep: DeploymentRecord, registry: Registry, *, full_services:
     out["max_protocol_version"] = dep.max_protocol_version
     if dep.sdk_version is not None:
         out["sdk_version"] = dep.sdk_version
-    if full_services:
-        services = []
-        for rev in dep.services:
-            svc = registry.service(rev.name)
-            if svc is not None and svc.deployment_id == dep.id:
-                services.append(service_json(svc))
-        out["services"] = services
+    if services is not None:
+        out["services"] = [service_json(s) for s in services]
     else:
         out["services"] = [{"name": r.name, "revision": r.revision} for r in dep.services]
     return out
@@ -156,3 +156,151 @@ def register_response_json(dep: DeploymentRecord, services: list[ServiceRecord])
     if dep.sdk_version is not None:
         out["sdk_version"] = dep.sdk_version
     return out
+
+
+# -- request bodies, read as Restate's serde models read them ---------------------------------------
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class BodyMismatch(ValueError):
+    """The JSON body does not fit the request type (axum's `JsonDataError`: 422)."""
+
+
+def body_mismatch(type_name: str) -> RegistryError:
+    return RegistryError(
+        422,
+        "Failed to deserialize the JSON body into the target type: "
+        f"data did not match any variant of untagged enum {type_name}",
+    )
+
+
+def _bool(body: dict[str, Any], name: str, *, optional: bool = False) -> bool | None:
+    """`bool` with a default (missing: false, null refused) or `Option<bool>` (`optional`)."""
+    value = body.get(name)
+    if name not in body or (value is None and optional):
+        return None if optional else False
+    if not isinstance(value, bool):
+        raise BodyMismatch(name)
+    return value
+
+
+def _string(body: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    """`String` (`required`) or `Option<String>`."""
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str):
+        raise BodyMismatch(name)
+    return value
+
+
+def _string_map(body: dict[str, Any], name: str, *, headers: bool = False, nullable: bool = True) -> Any:
+    """`Option<HashMap<String, String>>`, or a map with a default (`nullable=False`: null refused);
+    `headers`: names and values must be valid HTTP header names and values."""
+    value = body.get(name)
+    if name not in body or (value is None and nullable):
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise BodyMismatch(name)
+    if headers and not all(
+        _HEADER_NAME.match(k) and all(c == "\t" or (c >= " " and c != "\x7f") for c in v)
+        for k, v in value.items()
+    ):
+        raise BodyMismatch(name)
+    return value
+
+
+def _uri(body: dict[str, Any], name: str = "uri", *, optional: bool = False) -> str | None:
+    """`http::Uri` from a string: what is not a URI at all does not deserialize."""
+    value = _string(body, name, required=not optional)
+    if value is not None and uri_kind(value) == UriKind.INVALID:
+        raise BodyMismatch(name)
+    return value
+
+
+@dataclass(frozen=True)
+class RegisterRequest:
+    """`RegisterDeploymentRequest::Http` (the Lambda variant is recognised, not served)."""
+
+    uri: str
+    additional_headers: dict[str, str] | None
+    metadata: dict[str, str]
+    use_http_11: bool
+    breaking: bool
+    force: bool | None
+    dry_run: bool
+    lambda_arn: str | None = None
+
+
+def parse_register_request(body: Any) -> RegisterRequest:
+    if isinstance(body, dict):
+        common = {}
+        try:
+            common = {
+                "additional_headers": _string_map(body, "additional_headers", headers=True),
+                "metadata": _string_map(body, "metadata", nullable=False) or {},
+                "breaking": bool(_bool(body, "breaking")),
+                "force": _bool(body, "force", optional=True),
+                "dry_run": bool(_bool(body, "dry_run")),
+            }
+            uri = _uri(body)
+            assert uri is not None
+            if body.get("auth") is not None and not isinstance(body["auth"], dict):
+                raise BodyMismatch("auth")
+            return RegisterRequest(uri=uri, use_http_11=bool(_bool(body, "use_http_11")), **common)
+        except BodyMismatch:
+            pass
+        try:
+            arn = _string(body, "arn", required=True)
+            _string(body, "assume_role_arn")
+            if common:
+                return RegisterRequest(uri="", use_http_11=False, lambda_arn=arn, **common)
+        except BodyMismatch:
+            pass
+    raise body_mismatch("RegisterDeploymentRequest")
+
+
+@dataclass(frozen=True)
+class UpdateRequest:
+    """`UpdateDeploymentRequest`: `lambda_variant` when the body only fits the Lambda variant
+    (which Restate also takes for `{}`, since the HTTP variant requires the `uri` key)."""
+
+    uri: str | None
+    additional_headers: dict[str, str] | None
+    use_http_11: bool | None
+    overwrite: bool
+    dry_run: bool
+    lambda_variant: bool = False
+    lambda_address: bool = False  # `arn` or `assume_role_arn` given
+
+
+def parse_update_request(body: Any) -> UpdateRequest:
+    if isinstance(body, dict):
+        try:
+            if "uri" not in body:
+                raise BodyMismatch("uri")
+            return UpdateRequest(
+                uri=_uri(body, optional=True),
+                additional_headers=_string_map(body, "additional_headers", headers=True),
+                use_http_11=_bool(body, "use_http_11", optional=True),
+                overwrite=bool(_bool(body, "overwrite")),
+                dry_run=bool(_bool(body, "dry_run")),
+            )
+        except BodyMismatch:
+            pass
+        try:
+            address = _string(body, "arn") is not None
+            address = _string(body, "assume_role_arn") is not None or address
+            return UpdateRequest(
+                uri=None,
+                additional_headers=_string_map(body, "additional_headers", headers=True),
+                use_http_11=None,
+                overwrite=bool(_bool(body, "overwrite")),
+                dry_run=bool(_bool(body, "dry_run")),
+                lambda_variant=True,
+                lambda_address=address,
+            )
+        except BodyMismatch:
+            pass
+    raise body_mismatch("UpdateDeploymentRequest")

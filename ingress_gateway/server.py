@@ -9,12 +9,22 @@ import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qsl
 
 import structlog
 from aiohttp import web
 
-from ingress_gateway.paths import IngressError, parse_invocation_path
+from ingress_gateway.limits import REQUEST_SIZE_LIMIT, SERVER_ARGS, restate_http_limits
+from ingress_gateway.paths import (
+    SCOPES_UNSUPPORTED,
+    AwakeablePath,
+    HealthPath,
+    IngressError,
+    InvocationPath,
+    OutputPath,
+    normalize_path,
+    parse_request_path,
+)
 from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type_of
 from kafka_core import supervision
 from kafka_core.commands import CommandClient
@@ -106,13 +116,13 @@ class Ingress:
         await self.commands.stop()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[cors_middleware])
-        app.router.add_get("/restate/health", self.health)
-        app.router.add_route("*", "/restate/awakeables/{id}/{action}", self.complete_awakeable)
-        app.router.add_route("*", "/restate/invocation/{tail:.+}", self.get_output)
-        app.router.add_route("*", "/restate/workflow/{tail:.+}", self.get_output)
+        app = web.Application(
+            middlewares=[restate_http_limits, cors_middleware],
+            client_max_size=REQUEST_SIZE_LIMIT,
+            handler_args=SERVER_ARGS,
+        )
         app.router.add_route("OPTIONS", "/{tail:.*}", self.preflight)
-        app.router.add_route("*", "/{tail:.*}", self.invoke)
+        app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_startup.append(lambda _app: self.start())
         app.on_shutdown.append(lambda _app: self._release_waiters())
         app.on_cleanup.append(lambda _app: self.stop())
@@ -128,6 +138,23 @@ class Ingress:
         """None while the ingress can serve, else why not (what `/restate/health` answers)."""
         return join_problems(self.metadata.health(), self.commands.health())
 
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        """Every path goes through Restate's path grammar first (`paths.parse_request_path`),
+        so unknown services, bad paths and methods are answered as Restate answers them."""
+        path = normalize_path(request.raw_path.split("?", 1)[0])
+        registry = self.metadata.registry()
+        try:
+            parsed = parse_request_path(path, lambda s: service_type_of(registry, s))
+        except IngressError as e:
+            return error_response(e.status, e.message)
+        if isinstance(parsed, HealthPath):
+            return await self.health(request) if request.method == "GET" else method_not_allowed()
+        if isinstance(parsed, AwakeablePath):
+            return await self.complete_awakeable(request, parsed)
+        if isinstance(parsed, OutputPath):
+            return await self.get_output(request, parsed)
+        return await self.invoke(request, parsed, path)
+
     async def health(self, request: web.Request) -> web.Response:
         problem = self.problem()
         if problem is not None:
@@ -135,22 +162,19 @@ class Ingress:
         names = sorted(self.metadata.registry().services)
         return web.json_response({"services": names}, dumps=lambda o: json.dumps(o, separators=(",", ":")))
 
-    async def complete_awakeable(self, request: web.Request) -> web.Response:
+    async def complete_awakeable(self, request: web.Request, path: AwakeablePath) -> web.Response:
         """`POST /restate/awakeables/{id}/resolve` (body = the value) or `/reject` (body = reason)."""
-        action = request.match_info["action"]
-        if action not in ("resolve", "reject"):
-            return error_response(404, f"bad path: {request.path}")
         if request.method != "POST":
-            return error_response(405, "only POST is allowed here")
+            return method_not_allowed()
         try:
-            target, signal_id = parse_awakeable_id(request.match_info["id"])
+            body = await _read_body(request)
+            target, signal_id = parse_awakeable_id(path.awakeable_id)
+        except IngressError as e:
+            return error_response(e.status, e.message)
         except InvalidId as e:
-            return error_response(400, f"invalid awakeable id: {e}")
-        body = await request.read()
+            return error_response(400, str(e))
         result: Success | Failure = (
-            Success(value=body)
-            if action == "resolve"
-            else Failure(code=500, message=body.decode(errors="replace"))
+            Success(value=body) if path.resolve else Failure(code=500, message=body.decode(errors="replace"))
         )
         signal = Signal(invocation_id=str(target), signal_id=signal_id, result=result)
         failed = await self._append(
@@ -158,33 +182,31 @@ class Ingress:
         )
         return failed or web.Response(status=202)
 
-    async def get_output(self, request: web.Request) -> web.Response:
+    async def get_output(self, request: web.Request, path: OutputPath) -> web.Response:
         """`/restate/invocation/{id}/attach|output`, `/restate/invocation/{svc}/[{key}/]{handler}/
-        {idempotency key}/attach|output`, `/restate/workflow/{name}/{key}/attach|output`."""
-        segments = [unquote(p) for p in request.raw_path.split("?", 1)[0].split("/") if p][1:]
-        kind, rest = segments[0], segments[1:]
-        if not rest or rest[-1] not in ("attach", "output"):
-            return error_response(400, f"bad path: {request.path}")
-        if request.method != "GET":
-            return error_response(405, "method not allowed")
-        wait, rest = rest[-1] == "attach", rest[:-1]
+        {idempotency key}/attach|output`, `/restate/workflow/{name}/{key}/attach|output`,
+        `/restate/attach|output/{id}`."""
+        wait = path.attach
         content_type: str | None = "application/json"
-        by_id = kind == "invocation" and len(rest) == 1
+        by_id = path.invocation_id is not None
         try:
-            if by_id:
-                invocation_id = InvocationId.parse(rest[0])
-            elif kind == "workflow" and len(rest) == 2:
-                invocation_id = InvocationId.for_workflow(rest[0], rest[1])
-                content_type = self._output_content_type(rest[0], None)
-            elif kind == "invocation" and len(rest) in (3, 4):
-                service, key = rest[0], (rest[1] if len(rest) == 4 else None)
-                handler, idempotency_key = rest[-2], rest[-1]
-                invocation_id = InvocationId.for_idempotent_request(service, key, handler, idempotency_key)
-                content_type = self._output_content_type(service, handler)
+            if path.invocation_id is not None:
+                invocation_id = InvocationId.parse(path.invocation_id)
+            elif path.workflow is not None:
+                name, key = path.workflow
+                invocation_id = InvocationId.for_workflow(name, key)
+                content_type = self._output_content_type(name, None)
             else:
-                return error_response(400, f"bad path: {request.path}")
+                assert path.idempotent is not None
+                service, key_or_none, handler, idempotency_key = path.idempotent
+                invocation_id = InvocationId.for_idempotent_request(
+                    service, key_or_none, handler, idempotency_key
+                )
+                content_type = self._output_content_type(service, handler)
         except InvalidId as e:
             return error_response(400, str(e))
+        if request.method != "GET":
+            return method_not_allowed()
         inv = str(invocation_id)
         assert self.results is not None
         result_waiter = self.results.register(inv)
@@ -237,19 +259,37 @@ class Ingress:
             headers["access-control-allow-headers"] = request.headers["access-control-request-headers"]
         return web.Response(status=200, headers=headers)
 
-    async def invoke(self, request: web.Request) -> web.StreamResponse:
+    async def invoke(self, request: web.Request, path: InvocationPath, normalized: str) -> web.StreamResponse:
+        """A call or a send, checked in Restate's order: target, idempotency key, method, body
+        size, input rules, delay, headers."""
+        query = request.raw_path.partition("?")[2]
         try:
-            registry = self.metadata.registry()
-            path = parse_invocation_path(request.raw_path, lambda s: service_type_of(registry, s))
-            target = resolve_target(registry, path)
-            body = await request.read()
-            target.validate_input(request.headers.get("content-type"), body)
-            delay_ms = _delay_ms(request.query.get("delay"), path.send)
+            target = resolve_target(self.metadata.registry(), path)
+            idempotency_key = _ascii_header(request, "idempotency-key") or None
+            if idempotency_key is not None and target.handler_ty == HandlerType.WORKFLOW:
+                raise IngressError(400, _WORKFLOW_IDEMPOTENCY_KEY)
+            if path.scoped:
+                raise IngressError(400, SCOPES_UNSUPPORTED)
+            if request.method not in ("GET", "POST"):
+                raise IngressError(405, "method not allowed")
+            body = await _read_body(request)
+            target.validate_input(_ascii_header(request, "content-type"), body)
+            delay_ms = _delay_ms(query)
+            ingress_path = normalized + (f"?{query}" if query else "")
+            headers = [Header(name="x-restate-ingress-path", value=ingress_path)] + [
+                Header(name=k.lower(), value=_visible_ascii(k, v))
+                for k, v in request.headers.items()
+                if k.lower() not in _DROPPED_HEADERS and not k.lower().startswith("idempotency-")
+            ]
+            if delay_ms is not None and not path.send:
+                raise IngressError(
+                    400,
+                    "cannot use the delay query parameter with calls. The delay is supported only with sends",
+                )
         except IngressError as e:
             return error_response(e.status, e.message)
         now = int(time.time() * 1000)
         execute_at_ms = now + delay_ms if delay_ms else None
-        idempotency_key = request.headers.get("idempotency-key") or None
         invocation_id = self._new_invocation_id(target, idempotency_key)
         inv = str(invocation_id)
         cmd = Invoke(
@@ -262,12 +302,7 @@ class Ingress:
                 handler_ty=target.handler_ty,
             ),
             argument=body,
-            headers=[Header(name="x-restate-ingress-path", value=request.path)]
-            + [
-                Header(name=k.lower(), value=v)
-                for k, v in request.headers.items()
-                if k.lower() not in _DROPPED_HEADERS and not k.lower().startswith("idempotency-")
-            ],
+            headers=headers,
             idempotency_key=idempotency_key,
             invoked_by=InvokedBy(kind=InvokedByKind.INGRESS),
             reply_to_results=not path.send,
@@ -325,12 +360,15 @@ class Ingress:
         await self.commands.send(invocation_id, command)
 
     async def _append(self, invocation_id: InvocationId, command: Command, what: str) -> web.Response | None:
-        """Produce `command`; None once Kafka has it, else the error answer (503 with the reason)."""
+        """Produce `command`; None once Kafka has it, else the error answer: 503 with the reason,
+        or 413 when the record is over Kafka's size limit (asking again would not help; Restate
+        itself takes bodies up to 32 MiB)."""
         try:
             await self._produce(invocation_id, command)
         except Unavailable as e:
             log.warning("ingress.append_failed", invocation_id=str(invocation_id), what=what, reason=str(e))
-            return error_response(503, f"cannot append {what} to the log: {e}")
+            status = 413 if "MSG_SIZE_TOO_LARGE" in str(e) else 503
+            return error_response(status, f"cannot append {what} to the log: {e}")
         except Exception as e:
             log.exception("ingress.append_failed", invocation_id=str(invocation_id), what=what)
             return error_response(500, f"cannot append {what} to the log: {type(e).__name__}: {e}")
@@ -370,17 +408,48 @@ class Ingress:
         return web.Response(status=200, body=outcome.value, headers=headers)
 
 
-def _delay_ms(delay: str | None, send: bool) -> int:
-    if delay is None:
-        return 0
-    if not send:
-        raise IngressError(
-            400, "cannot use the delay query parameter with calls. The delay is supported only with sends"
-        )
+_WORKFLOW_IDEMPOTENCY_KEY = (
+    "cannot use the idempotency key with workflow handlers. The handler invocation will already be "
+    "idempotent by the workflow key itself."
+)
+
+
+def method_not_allowed() -> web.Response:
+    return error_response(405, "method not allowed")
+
+
+async def _read_body(request: web.Request) -> bytes:
+    """The whole body; one that grows past the limit without a `content-length` saying so
+    (that case `limits.restate_http_limits` answers) fails here, as Restate's body reader."""
     try:
-        return parse_duration_ms(delay)
-    except ValueError as e:
-        raise IngressError(400, f"bad delay query parameter: {e}") from None
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise IngressError(413, "cannot read body: LengthLimitError") from None
+
+
+def _visible_ascii(name: str, value: str) -> str:
+    """Restate refuses header values that are not visible ASCII (`HeaderValue::to_str`)."""
+    if not all(c == "\t" or " " <= c <= "~" for c in value):
+        raise IngressError(400, f"bad header {name.lower()}: ToStrError {{ _priv: () }}")
+    return value
+
+
+def _ascii_header(request: web.Request, name: str) -> str | None:
+    value = request.headers.get(name)
+    return None if value is None else _visible_ascii(name, value)
+
+
+def _delay_ms(query: str) -> int | None:
+    """The first `delay` query parameter (name case-insensitive), None if there is none."""
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name.lower() == "delay":
+            try:
+                return parse_duration_ms(value)
+            except ValueError as e:
+                raise IngressError(
+                    400, f"bad delay query parameter, must be a ISO8601 duration: {e}"
+                ) from None
+    return None
 
 
 def _rfc3339_ms(ms: int) -> str:

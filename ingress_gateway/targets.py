@@ -1,17 +1,111 @@
-"""Resolving an ingress path against the registry, and checking the request fits the handler."""
+"""Resolving an ingress path against the registry, and checking the request fits the handler
+(Restate's `InputRules`: the handler's manifest `input` decides which bodies it takes)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 
 from ingress_gateway.paths import IngressError, InvocationPath, service_not_found
 from schemas.records import HandlerType, ServiceType
-from schemas.registry import Registry
+from schemas.registry import HandlerRecord, Registry
 
 
 def service_type_of(registry: Registry, service: str) -> ServiceType | None:
     svc = registry.service(service)
     return None if svc is None else svc.service_type
+
+
+class RuleKind(Enum):
+    NO_BODY = "none"  # no body and no content-type
+    CONTENT_TYPE = "content-type"  # a content-type matching the rule's, any body
+    JSON = "json"  # a content-type matching the rule's and a non-empty body
+
+
+@dataclass(frozen=True)
+class InputRule:
+    kind: RuleKind
+    content_type: str = "*/*"  # `*/*`, `type/*` or `type/subtype`, as in the manifest
+
+    def check(self, content_type: str | None, body: bytes) -> str | None:
+        """None if the request passes this rule, else Restate's reason why not."""
+        if self.kind == RuleKind.NO_BODY:
+            if body or content_type is not None:
+                return (
+                    "Expected body and content-type to be empty, but wasn't with content-type "
+                    f"'{_rust_debug_option(content_type)}'"
+                )
+            return None
+        if content_type is None:
+            return "Empty content-type"
+        if not _content_type_matches(self.content_type, content_type):
+            return f"Content-type '{content_type}' does not match '{_display(self.content_type)}'"
+        if self.kind == RuleKind.JSON and not body:
+            return "Empty body not allowed"  # in JSON an empty value is not a value
+        return None
+
+
+def input_rules(handler: HandlerRecord) -> tuple[InputRule, ...]:
+    """Restate's rules from the manifest's `input` (a missing `input` was stored as `*/*`, not
+    required, which gives Restate's default rules): an optional input also accepts nothing at
+    all; a JSON schema makes an empty body invalid."""
+    rules: list[InputRule] = []
+    if not handler.input_required:
+        rules.append(InputRule(RuleKind.NO_BODY))
+    if handler.input_content_type is not None:
+        kind = RuleKind.JSON if handler.input_json_schema is not None else RuleKind.CONTENT_TYPE
+        rules.append(InputRule(kind, handler.input_content_type))
+    return tuple(rules)
+
+
+NO_INPUT = (InputRule(RuleKind.NO_BODY),)
+
+
+def validate_input(rules: tuple[InputRule, ...], content_type: str | None, body: bytes) -> None:
+    """The request passes if one rule passes; else the last rule's reason is the answer.
+
+    One leniency: a handler that takes no input at all accepts an empty body whatever its
+    content-type (Restate refuses the content-type). aiohttp's client sends
+    `application/octet-stream` on every POST without a body, and such a request gives the
+    handler nothing it could misread."""
+    if rules == NO_INPUT and not body:
+        return
+    reason = "Bad configuration of the input validation rules"
+    for rule in rules:
+        failed = rule.check(content_type, body)
+        if failed is None:
+            return
+        reason = failed
+    raise IngressError(400, f"input validation error: {reason}")
+
+
+def _split_rule(content_type: str) -> tuple[str, str]:
+    ty, _, sub = content_type.strip().partition("/")
+    return ty, sub
+
+
+def _display(rule_content_type: str) -> str:
+    ty, sub = _split_rule(rule_content_type)
+    return "*/*" if (ty, sub) == ("*", "*") else f"{ty}/{sub}"
+
+
+def _content_type_matches(rule_content_type: str, given: str) -> bool:
+    """Case-sensitive, parameters of the request's content-type ignored (as Restate)."""
+    ty, sub = _split_rule(rule_content_type)
+    if (ty, sub) == ("*", "*"):
+        return True
+    mime = given.split(";", 1)[0].strip()
+    if "/" not in mime:
+        return False
+    given_ty, given_sub = mime.split("/", 1)
+    return given_ty == ty and (sub == "*" or given_sub == sub)
+
+
+def _rust_debug_option(value: str | None) -> str:
+    if value is None:
+        return "None"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'Some("{escaped}")'
 
 
 @dataclass(frozen=True)
@@ -21,38 +115,12 @@ class ResolvedTarget:
     key: str | None
     service_ty: ServiceType
     handler_ty: HandlerType | None
-    input_content_type: str | None  # None: the handler takes no input
-    input_required: bool
+    input: tuple[InputRule, ...]
     output_content_type: str | None
     set_content_type_if_empty: bool
 
     def validate_input(self, content_type: str | None, body: bytes) -> None:
-        """Restate's input validation: a body needs a content type matching the handler's."""
-        if not body:
-            if self.input_required:
-                raise IngressError(400, "input validation error: Empty body")
-            return
-        if self.input_content_type is None:
-            raise IngressError(400, "input validation error: Expected no body")
-        if not content_type:
-            raise IngressError(400, "input validation error: Empty content-type")
-        if not _content_type_matches(self.input_content_type, content_type):
-            mime = content_type.split(";")[0].strip()
-            raise IngressError(
-                400,
-                f"input validation error: Content-type '{mime}' does not match '{self.input_content_type}'",
-            )
-
-
-def _content_type_matches(accepted: str, given: str) -> bool:
-    mime = given.split(";")[0].strip().lower()
-    for option in accepted.split(","):
-        want = option.split(";")[0].strip().lower()
-        if want in ("*/*", mime):
-            return True
-        if want.endswith("/*") and mime.startswith(want[:-1]):
-            return True
-    return False
+        validate_input(self.input, content_type, body)
 
 
 def resolve_target(registry: Registry, path: InvocationPath) -> ResolvedTarget:
@@ -74,8 +142,7 @@ def resolve_target(registry: Registry, path: InvocationPath) -> ResolvedTarget:
         key=path.key,
         service_ty=svc.service_type,
         handler_ty=handler.handler_type,
-        input_content_type=handler.input_content_type,
-        input_required=handler.input_required,
+        input=input_rules(handler),
         output_content_type=handler.output_content_type,
         set_content_type_if_empty=handler.output_set_content_type_if_empty,
     )

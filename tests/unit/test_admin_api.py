@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -19,18 +20,58 @@ MANIFEST = json.loads(
 )
 
 
+def swap_manifest(variant: str) -> dict:
+    """admin-behaviour.md's variants: a = SwapA{ping,echo} + SwapB; b = SwapA{ping,extra} + SwapC;
+    c = SwapA as a VirtualObject + SwapC."""
+
+    def service(name: str, handlers: list[str], ty: str = "SERVICE") -> dict:
+        kind = {"ty": "EXCLUSIVE"} if ty == "VIRTUAL_OBJECT" else {}
+        return {"name": name, "ty": ty, "handlers": [{"name": h, **kind} for h in handlers]}
+
+    services = {
+        "a": [service("SwapA", ["ping", "echo"]), service("SwapB", ["ping"])],
+        "b": [service("SwapA", ["ping", "extra"]), service("SwapC", ["ping"])],
+        "c": [service("SwapA", ["ping"], "VIRTUAL_OBJECT"), service("SwapC", ["ping"])],
+    }[variant]
+    return {
+        "protocolMode": "BIDI_STREAM",
+        "minProtocolVersion": 5,
+        "maxProtocolVersion": 7,
+        "services": services,
+    }
+
+
+class World:
+    """The admin app with discovery replaced: `manifests[uri]` is what a URI serves (default: the
+    transcript's manifest); `calls` lists the discoveries made."""
+
+    def __init__(self, client: TestClient, store: MemoryRegistryStore) -> None:
+        self.client = client
+        self.store = store
+        self.manifests: dict[str, dict] = {}
+        self.calls: list[dict] = []
+
+    async def services(self) -> dict[str, dict]:
+        body = await (await self.client.get("/services")).json()
+        return {s["name"]: s for s in body["services"]}
+
+
 @pytest.fixture
-async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
-    calls: list[dict] = []
+async def world(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:
+    holder: list[World] = []
 
     async def fake_discover(uri: str, **kwargs: object) -> Discovered:
-        calls.append({"uri": uri, **kwargs})
+        w = holder[0]
+        w.calls.append({"uri": uri, **kwargs})
         if "9099" in uri:
             raise RegistrationError(
-                500, f"[META0003] error when calling '{uri}/': connection refused", "META0003"
+                500,
+                f"[META0003] [META0003] error when calling '{uri}/': h2 pool connection error: "
+                "Connection refused (os error 111)",
+                "META0003",
             )
         return Discovered(
-            MANIFEST,
+            w.manifests.get(uri.rstrip("/"), MANIFEST),
             "HTTP/1.1" if kwargs.get("use_http_11") else "HTTP/2.0",
             "BIDI_STREAM",
             5,
@@ -42,7 +83,13 @@ async def client(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TestClient]:
     store = MemoryRegistryStore()
     app = admin_app.create_admin_app(store, Settings(ingress_port=8080))
     async with TestClient(TestServer(app)) as c:
-        yield c
+        holder.append(World(c, store))
+        yield holder[0]
+
+
+@pytest.fixture
+def client(world: World) -> TestClient:
+    return world.client
 
 
 async def test_register_then_reregister(client: TestClient) -> None:
@@ -56,10 +103,16 @@ async def test_register_then_reregister(client: TestClient) -> None:
     assert again.status == 200 and (await again.json())["id"] == body["id"]
 
 
-async def test_dry_run_writes_nothing(client: TestClient) -> None:
-    r = await client.post("/deployments", json={"uri": "http://127.0.0.1:9080", "dry_run": True})
-    assert r.status == 200
-    assert (await (await client.get("/deployments")).json()) == {"deployments": []}
+async def test_dry_run_of_a_new_uri_is_201_and_writes_nothing(world: World) -> None:
+    """The CLI's `deployments register` sends a dry run first and reads 200 as "already exists"."""
+    r = await world.client.post("/deployments", json={"uri": "http://127.0.0.1:9080", "dry_run": True})
+    assert r.status == 201 and len((await r.json())["services"]) == 5
+    r = await world.client.post(
+        "/deployments", json={"uri": "http://127.0.0.1:9080", "use_http_11": True, "dry_run": True}
+    )
+    assert r.status == 201
+    assert (await (await world.client.get("/deployments")).json()) == {"deployments": []}
+    assert world.store.log == []
 
 
 async def test_listing_and_lookups_under_every_prefix(client: TestClient) -> None:
@@ -79,23 +132,69 @@ async def test_listing_and_lookups_under_every_prefix(client: TestClient) -> Non
         assert len((await (await client.get(f"{prefix}/services")).json())["services"]) == 5
 
 
-async def test_errors_have_restates_shape(client: TestClient) -> None:
+async def admin_error(response: Any, status: int) -> str:
+    assert response.status == status, await response.text()
+    body = await response.json()
+    assert set(body) == {"message", "restate_code"}
+    return str(body["message"])
+
+
+async def test_errors_have_restates_shape(world: World) -> None:
+    client = world.client
     r = await client.get("/services/NoSuch")
     assert r.status == 404
     assert await r.json() == {
         "message": "The requested service 'NoSuch' does not exist",
         "restate_code": None,
     }
-    r = await client.get("/deployments/dp_1nope")
-    assert r.status == 404 and (await r.json())["restate_code"] is None
+    unknown = "dp_17hKFvn8egjwbSFbdGUIaOt"
+    assert await admin_error(await client.get(f"/deployments/{unknown}"), 404) == (
+        f"The requested deployment '{unknown}' does not exist"
+    )
+    assert await admin_error(await client.get("/deployments/dp_1nope"), 400) == "Invalid URL: bad length"
+    assert await admin_error(await client.get("/deployments/bogus"), 400) == "Invalid URL: bad format"
     r = await client.post("/deployments", json={"nope": 1})
-    assert r.status == 400 and "message" in await r.json()
+    assert await admin_error(r, 422) == (
+        "Failed to deserialize the JSON body into the target type: "
+        "data did not match any variant of untagged enum RegisterDeploymentRequest"
+    )
     r = await client.post("/deployments", data=b"{not json", headers={"content-type": "application/json"})
-    assert r.status == 400
+    assert (await admin_error(r, 400)).startswith("Failed to parse the request body as JSON: ")
+    r = await client.post("/deployments", data=b'{"uri": "http://127.0.0.1:9080"}')
+    assert await admin_error(r, 415) == "Expected request with `Content-Type: application/json`"
     r = await client.post("/deployments", json={"uri": "http://127.0.0.1:9099"})
     assert r.status == 500 and (await r.json())["restate_code"] == "META0003"
     r = await client.get("/no/such/route")
     assert r.status == 404 and set(await r.json()) == {"message", "restate_code"}
+    assert world.store.log == []
+
+
+async def test_bad_uris_are_refused_before_any_discovery(world: World) -> None:
+    for uri in ("not a uri", "", "http://", "localhost/x"):
+        r = await world.client.post("/deployments", json={"uri": uri})
+        assert (await admin_error(r, 422)).endswith("untagged enum RegisterDeploymentRequest")
+    for uri in ("127.0.0.1:9080", "/just/a/path", "localhost"):
+        r = await world.client.post("/deployments", json={"uri": uri})
+        assert await admin_error(r, 400) == (
+            f"The request field 'uri' is invalid. Reason: The provided uri {uri} is not absolute, "
+            "only absolute URIs can be used."
+        )
+    r = await world.client.post("/deployments", json={"uri": "http://x:1", "force": "yes"})
+    assert r.status == 422
+    assert world.calls == []
+
+
+async def test_unknown_methods_on_known_paths_are_405(client: TestClient) -> None:
+    for method, path in [
+        ("DELETE", "/services"),
+        ("PUT", "/services/Greeter"),
+        ("PATCH", "/deployments"),
+        ("DELETE", "/v4/query"),
+        ("POST", "/v3/health"),
+    ]:
+        r = await client.request(method, path)
+        assert (await admin_error(r, 405)) == f"method {method} is not allowed on {path}", path
+        assert r.headers["allow"]
 
 
 async def test_health_and_version(client: TestClient) -> None:
@@ -223,7 +322,239 @@ async def test_patch_service_changes_visibility_and_retention(client: TestClient
     assert body["idempotency_retention"] == "2h" and body["revision"] == 1
     assert (await (await client.get("/services/Greeter")).json())["public"] is False
     bad = await client.patch("/services/Greeter", json={"abort_timeout": "soon"})
-    assert bad.status == 400
+    assert (await admin_error(bad, 422)).startswith(
+        "Failed to deserialize the JSON body into the target type: abort_timeout: "
+    )
     wf_only = await client.patch("/services/Greeter", json={"workflow_completion_retention": "1h"})
     assert wf_only.status == 400
     assert (await client.patch("/services/NoSuch", json={})).status == 404
+
+
+# -- deployments: Restate 1.7.12's answers, measured (shared/reference/restate-1.7.12-admin-behaviour.md)
+
+URI = "http://127.0.0.1:9180"
+
+
+async def register(world: World, status: int, prefix: str = "", **body: object) -> dict:
+    r = await world.client.post(f"{prefix}/deployments", json={"uri": URI, **body})
+    assert r.status == status, await r.text()
+    answer: dict = await r.json()
+    return answer
+
+
+def shown(answer: dict) -> dict[str, tuple[str, int, list[str]]]:
+    return {
+        s["name"]: (s["ty"], s["revision"], sorted(h["name"] for h in s["handlers"]))
+        for s in answer["services"]
+    }
+
+
+A = {"SwapA": ("Service", 1, ["echo", "ping"]), "SwapB": ("Service", 1, ["ping"])}
+
+
+async def test_same_uri_unchanged_answers_the_existing_deployment(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    dep = await register(world, 201)
+    patched = await world.client.patch("/services/SwapA", json={"idempotency_retention": "2h"})
+    assert patched.status == 200
+    writes = len(world.store.log)
+    for body in (
+        {},
+        {"force": False},
+        {"dry_run": True},
+        {"use_http_11": True},
+        {"additional_headers": {"x": "1"}},
+    ):
+        again = await register(world, 200, **body)
+        assert again["id"] == dep["id"] and shown(again) == A, body
+    assert len(world.store.log) == writes and len(world.calls) == 1  # not even discovered again
+    services = await world.services()
+    assert services["SwapA"]["idempotency_retention"] == "2h" and services["SwapA"]["revision"] == 1
+
+
+async def test_same_uri_unchanged_with_force_bumps_revisions(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    dep = await register(world, 201)
+    await world.client.patch("/services/SwapA", json={"idempotency_retention": "2h"})
+    again = await register(world, 200, force=True)
+    assert again["id"] == dep["id"]
+    assert {n: s[1] for n, s in shown(again).items()} == {"SwapA": 2, "SwapB": 2}
+    services = await world.services()
+    assert services["SwapA"]["revision"] == 2 and services["SwapA"]["idempotency_retention"] == "1d"
+
+
+async def test_same_uri_changed_services_need_force(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    await register(world, 201)
+    world.manifests[URI] = swap_manifest("b")
+    for body in ({}, {"force": False}, {"dry_run": True}, {"breaking": True}):
+        assert shown(await register(world, 200, **body)) == A, body
+    assert set(await world.services()) == {"SwapA", "SwapB"}
+    applied = await register(world, 200, force=True)
+    assert shown(applied) == {"SwapA": ("Service", 2, ["extra", "ping"]), "SwapC": ("Service", 1, ["ping"])}
+    assert set(await world.services()) == {"SwapA", "SwapC"}  # SwapB is no longer offered
+
+
+async def test_a_breaking_change_needs_force(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    await register(world, 201)
+    world.manifests[URI] = swap_manifest("c")
+    assert shown(await register(world, 200, force=False)) == A
+    assert shown(await register(world, 200, breaking=True)) == A
+    applied = await register(world, 200, force=True)
+    assert shown(applied)["SwapA"] == ("VirtualObject", 2, ["ping"])
+    assert (await world.services())["SwapA"]["ty"] == "VirtualObject"
+
+
+async def test_a_breaking_change_at_a_new_uri_needs_breaking(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    await register(world, 201)
+    other = "http://127.0.0.1:9181"
+    world.manifests[other] = swap_manifest("c")
+    r = await world.client.post("/deployments", json={"uri": other})
+    assert r.status == 409 and (await r.json())["restate_code"] == "META0006"
+    r = await world.client.post("/deployments", json={"uri": other, "breaking": True})
+    assert r.status == 201
+    assert (await world.services())["SwapA"]["ty"] == "VirtualObject"
+
+
+async def test_changed_additional_headers_with_force_are_applied(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    dep = await register(world, 201)
+    again = await register(world, 200, force=True, additional_headers={"x-token": "t2"})
+    assert again["id"] == dep["id"] and shown(again)["SwapA"][1] == 2
+    detail = await (await world.client.get(f"/deployments/{dep['id']}")).json()
+    assert detail["additional_headers"] == {"x-token": "t2"}
+    assert world.calls[-1]["additional_headers"] == {"x-token": "t2"}
+
+
+async def test_admin_api_v2_defaults_force_to_true(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    dep = await register(world, 201, prefix="/v2")
+    again = await register(world, 201, prefix="/v2")  # v2: overwritten is 201
+    assert again["id"] == dep["id"] and shown(again)["SwapA"][1] == 2
+    r = await world.client.post("/v2/deployments", json={"uri": URI, "force": False})
+    assert await admin_error(r, 409) == f"Conflict: deployment {dep['id']} already exists"
+    assert (await register(world, 200, prefix="/v4"))["id"] == dep["id"]
+
+
+async def test_put_deployment_is_405(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    dep = await register(world, 201)
+    r = await world.client.put(f"/deployments/{dep['id']}", json={"uri": URI})
+    assert await admin_error(r, 405) == "PUT deployment is deprecated, use PATCH instead"
+    r = await world.client.put(f"/v4/deployments/{dep['id']}", json={"uri": URI})
+    assert r.status == 405
+
+
+async def test_patch_deployment(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    dep = await register(world, 201)
+    path = f"/deployments/{dep['id']}"
+    calls = len(world.calls)
+    for body in ({}, {"overwrite": True}, {"dry_run": True}, {"uri": None}):
+        r = await world.client.patch(path, json=body)
+        assert r.status == 200, body
+        answer = await r.json()
+        assert answer["id"] == dep["id"] and shown(answer) == A
+    assert len(world.calls) == calls  # nothing to change: no discovery
+    # re-discovery without overwrite: address and HTTP version change, services stay
+    world.manifests[URI] = swap_manifest("b")
+    r = await world.client.patch(path, json={"uri": URI, "use_http_11": True})
+    answer = await r.json()
+    assert r.status == 200 and answer["http_version"] == "HTTP/1.1" and shown(answer) == A
+    # a dry run of an overwrite shows the new services and writes nothing
+    writes = len(world.store.log)
+    r = await world.client.patch(path, json={"uri": URI, "overwrite": True, "dry_run": True})
+    assert r.status == 200 and set(shown(await r.json())) == {"SwapA", "SwapC"}
+    assert len(world.store.log) == writes and set(await world.services()) == {"SwapA", "SwapB"}
+    # overwrite: the services are replaced, revisions kept
+    r = await world.client.patch(path, json={"uri": URI, "overwrite": True})
+    assert r.status == 200
+    assert shown(await r.json()) == {
+        "SwapA": ("Service", 1, ["extra", "ping"]),
+        "SwapC": ("Service", 1, ["ping"]),
+    }
+    assert set(await world.services()) == {"SwapA", "SwapC"}
+    # headers only (Restate reads a body without `uri` as its Lambda variant): same address
+    r = await world.client.patch(path, json={"additional_headers": {"x-a": "1"}})
+    assert r.status == 200 and (await r.json())["additional_headers"] == {"x-a": "1"}
+    # (the overwrite gave a `uri` without `use_http_11`: back to HTTP/2, as Restate does)
+    assert world.calls[-1]["uri"] == URI + "/" and world.calls[-1]["use_http_11"] is False
+    r = await world.client.patch(path, json={"uri": "localhost:1"})
+    assert (await admin_error(r, 400)).endswith("is not absolute, only absolute URIs can be used.")
+    r = await world.client.patch(path, json={"uri": URI, "overwrite": "yes"})
+    assert (await admin_error(r, 422)).endswith("untagged enum UpdateDeploymentRequest")
+    unknown = "dp_17hKFvn8egjwbSFbdGUIaOt"
+    r = await world.client.patch(f"/deployments/{unknown}", json={"uri": URI})
+    assert await admin_error(r, 404) == f"The requested deployment '{unknown}' does not exist"
+
+
+async def test_delete_deployment(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    dep = await register(world, 201)
+    path = f"/deployments/{dep['id']}"
+    for query in ("", "?force=false"):
+        r = await world.client.delete(path + query)
+        assert r.status == 501 and await r.read() == b""
+    assert set(await world.services()) == {"SwapA", "SwapB"}
+    r = await world.client.delete(path + "?force=yes")
+    assert r.status == 400
+    r = await world.client.delete(path + "?force=true")
+    assert r.status == 202 and await r.read() == b""
+    assert await world.services() == {}
+    assert (await world.client.get(path)).status == 404
+    assert (await (await world.client.get("/deployments")).json()) == {"deployments": []}
+    r = await world.client.delete(path + "?force=true")
+    assert await admin_error(r, 404) == f"not found in the schema registry: deployment with id '{dep['id']}'"
+    assert (await admin_error(await world.client.delete("/deployments/nope?force=true"), 400)) == (
+        "Invalid URL: bad format"
+    )
+
+
+async def test_delete_keeps_services_another_deployment_serves(world: World) -> None:
+    world.manifests[URI] = swap_manifest("a")
+    first = await register(world, 201)
+    other = "http://127.0.0.1:9181"
+    world.manifests[other] = swap_manifest("b")
+    second = (await (await world.client.post("/deployments", json={"uri": other})).json())["id"]
+    assert (await world.services())["SwapA"]["deployment_id"] == second
+    assert (await world.client.delete(f"/deployments/{second}?force=true")).status == 202
+    services = await world.services()
+    assert set(services) == {"SwapA", "SwapB"}  # SwapC went with the deployment
+    assert (services["SwapA"]["deployment_id"], services["SwapA"]["revision"]) == (first["id"], 1)
+
+
+async def test_discovery_errors_are_restates() -> None:
+    """An HTTP/1.1-only server that is no Restate endpoint: META0014 over h2c, META0013 over
+    HTTP/1.1; a scheme that is not HTTP or nothing listening: META0003. All 500."""
+    from aiohttp import web
+
+    from admin_api.discovery import discover
+    from tests.conftest import free_port
+
+    async def hello(_request: web.Request) -> web.Response:
+        return web.Response(text="hello")
+
+    plain = web.Application()
+    plain.router.add_get("/{tail:.*}", hello)
+    async with TestServer(plain) as server:
+        uri = f"http://127.0.0.1:{server.port}"
+        with pytest.raises(RegistrationError) as e:
+            await discover(uri)
+        assert (e.value.status, e.value.restate_code) == (500, "META0014")
+        assert e.value.message == (
+            f"[META0014] [META0014] error when calling '{uri}/': server possibly supports only HTTP1.1, "
+            "consider discovery with --use-http1.1."
+        )
+        with pytest.raises(RegistrationError) as e:
+            await discover(uri, use_http_11=True)
+        assert (e.value.status, e.value.restate_code) == (500, "META0013")
+        assert e.value.message.startswith(
+            '[META0013] [META0013] received a bad response from the SDK: Bad content type header: "text/plain'
+        )
+    for uri in ("ftp://127.0.0.1:9080", f"http://127.0.0.1:{free_port()}"):
+        with pytest.raises(RegistrationError) as e:
+            await discover(uri, attempts=1)
+        assert (e.value.status, e.value.restate_code) == (500, "META0003")
+        assert e.value.message.startswith(f"[META0003] [META0003] error when calling '{uri}/': ")
