@@ -171,6 +171,11 @@ class ProcessorService:
                 "transactional.id": self.transactional_id(),
                 "transaction.timeout.ms": self.settings.processor_transaction_timeout_ms,
                 "linger.ms": 0,
+                # A transaction begun right after the previous commit is answered
+                # CONCURRENT_TRANSACTIONS until the coordinator has written its markers; retry
+                # within a millisecond, not after librdkafka's default 100 ms.
+                "retry.backoff.ms": 1,
+                "retry.backoff.max.ms": 100,
                 **self._producer_link.config(),
             },
         )

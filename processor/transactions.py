@@ -60,9 +60,12 @@ class TransactionalProducer:
     # -- calls ----------------------------------------------------------------------------------
 
     def _call(self, name: str, call: Callable[[], T]) -> T:
+        t0 = time.perf_counter()
         future = self._calls.submit(call)
         try:
-            return future.result(CALL_DEADLINE_S)
+            r = future.result(CALL_DEADLINE_S)
+            log.debug("txn.call", name=name, ms=round((time.perf_counter() - t0) * 1000, 2))
+            return r
         except FutureTimeout:
             # The worker thread stays blocked in librdkafka; later calls get a fresh one.
             self._calls.shutdown(wait=False)

@@ -109,6 +109,27 @@ def _failed(code: int, message: str) -> Failed:
 
 Progress = Callable[[list[bytes]], Awaitable[None]]
 
+# Entries after which the SDK waits for a notification only the runtime can produce: they are
+# journaled at once. Others (state writes, the output, ...) ride along with the next report or
+# the attempt's end, so a handler that only answers costs no extra round through the log.
+_AWAITING = {
+    MessageType.PROPOSE_RUN_COMPLETION,
+    MessageType.GET_LAZY_STATE_COMMAND,
+    MessageType.GET_LAZY_STATE_KEYS_COMMAND,
+    MessageType.GET_PROMISE_COMMAND,
+    MessageType.PEEK_PROMISE_COMMAND,
+    MessageType.COMPLETE_PROMISE_COMMAND,
+    MessageType.SLEEP_COMMAND,
+    MessageType.CALL_COMMAND,
+    MessageType.ONE_WAY_CALL_COMMAND,
+    MessageType.ATTACH_INVOCATION_COMMAND,
+    MessageType.GET_INVOCATION_OUTPUT_COMMAND,
+}
+
+
+def _awaits_us(entries: list[bytes]) -> bool:
+    return any(Frame.parse(e).type in _AWAITING for e in entries)
+
 
 class _Collector:
     """Turns the response frames into an AttemptResult, enforcing what may come when."""
@@ -322,7 +343,7 @@ class Invoker:
                         if input_open:
                             await stream.end()
                         return server
-                    if progress is not None and collector.reported < len(collector.entries):
+                    if progress is not None and _awaits_us(collector.entries[collector.reported :]):
                         await progress(collector.take_unreported())
                     reading = asyncio.ensure_future(stream.read())
         finally:
