@@ -29,6 +29,7 @@ from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type
 from kafka_core import supervision
 from kafka_core.commands import CommandClient
 from kafka_core.metadata import MetadataView
+from kafka_core.options import invocation_options
 from kafka_core.results import ResultsListener
 from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms, rfc3339_nanos
@@ -310,6 +311,13 @@ class Ingress:
             execute_at_ms=execute_at_ms,
             ack_to_results=path.send
             and (idempotency_key is not None or target.handler_ty == HandlerType.WORKFLOW),
+            options=invocation_options(
+                self.metadata.registry(),
+                target.service,
+                target.handler,
+                self.settings,
+                idempotent=idempotency_key is not None,
+            ),
         )
         assert self.results is not None
         waiter: asyncio.Future[Any] | None = None

@@ -44,7 +44,7 @@ from processor.task_manager import TaskManager
 from processor.transactions import TransactionalProducer, Wedged
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import Barrier, Command, InvocationPhase, Timer
+from schemas.records import Barrier, Command, InvocationOptions, InvocationPhase, Timer
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -52,6 +52,9 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
+
+
+DEFAULT_INACTIVITY_TIMEOUT_MS = 60_000  # Restate's, for invocations created without options
 
 
 def now_ms() -> int:
@@ -84,7 +87,7 @@ class ProcessorService:
             self.metadata.registry,
             self.effects,
             settings.invoker_concurrency_per_deployment,
-            settings.invoker_inactivity_timeout_s,
+            settings,
         )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
@@ -423,6 +426,7 @@ class ProcessorService:
             return  # superseded in the same batch (e.g. its outcome was already in the log)
         inv = InvocationId.parse(action.invocation_id)
         key = status.target.key
+        options = status.options or InvocationOptions()
         request = AttemptRequest(
             invocation_id=action.invocation_id,
             invocation_id_raw=inv.to_bytes(),
@@ -435,6 +439,8 @@ class ProcessorService:
             retry_count_since_last_stored_entry=status.retry_count_since_last_stored_entry,
             duration_since_last_stored_entry_ms=max(0, now_ms() - status.last_stored_entry_at_ms),
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
+            abort_timeout_s=options.abort_timeout_ms / 1000 if options.abort_timeout_ms else None,
+            inactivity_timeout_s=(options.inactivity_timeout_ms or DEFAULT_INACTIVITY_TIMEOUT_MS) / 1000,
         )
         if task.recovery_pending:
             task.started.add((action.invocation_id, action.attempt))

@@ -71,6 +71,10 @@ class PartitionStore(ChangelogRecords):
         prefix = changelog.state_key(service, key, b"")
         return {(e := StateEntry.decode(v)).state_key: e.value for _, v in self.kv.scan(prefix)}
 
+    def promises_of(self, service: str, key: str) -> list[Promise]:
+        prefix = changelog.promise_key(service, key, "x")[:-1]
+        return [Promise.decode(v) for _, v in self.kv.scan(prefix)]
+
     def promise(self, service: str, key: str, name: str) -> Promise | None:
         raw = self.kv.get(changelog.promise_key(service, key, name))
         return None if raw is None else Promise.decode(raw)
@@ -154,6 +158,15 @@ class Transaction:
         self._write(changelog.status_key(invocation_id), None)
         for entry in entries:
             self._write(changelog.journal_key(invocation_id, entry.index), None)
+
+    def purge_journal(self, invocation_id: str) -> None:
+        """Tombstones for every journal entry; the status stays."""
+        for entry in list(self.store.journal(invocation_id)):
+            self._write(changelog.journal_key(invocation_id, entry.index), None)
+
+    def clear_promises(self, service: str, key: str) -> None:
+        for promise in self.store.promises_of(service, key):
+            self._write(changelog.promise_key(service, key, promise.name), None)
 
     def append_journal(self, entry: JournalEntry) -> None:
         length = len(self.store.journal(entry.invocation_id))

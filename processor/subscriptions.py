@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from kafka_core.errors import describe_error
 from kafka_core.kafka import partition_offset, producer_config
 from kafka_core.metadata import MetadataView
+from kafka_core.options import invocation_options
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
@@ -37,7 +38,9 @@ from schemas.topics import Topics
 log = structlog.get_logger(__name__)
 
 
-def invocation_for(sub: SubscriptionRecord, registry: Registry, msg: Message) -> Invoke | None:
+def invocation_for(
+    sub: SubscriptionRecord, registry: Registry, msg: Message, settings: Settings | None = None
+) -> Invoke | None:
     """The Invoke for one record, or None (with a log line) when it cannot be one."""
     service, handler = sub.service_and_handler
     svc = registry.service(service)
@@ -75,6 +78,7 @@ def invocation_for(sub: SubscriptionRecord, registry: Registry, msg: Message) ->
         argument=msg.value() or b"",
         headers=headers,
         invoked_by=InvokedBy(kind=InvokedByKind.SUBSCRIPTION, subscription_id=sub.id),
+        options=invocation_options(registry, service, handler, settings) if settings is not None else None,
     )
 
 
@@ -244,7 +248,7 @@ class SubscriptionConsumer:
         store: Callable[[int, int], None],
     ) -> None:
         partition, offset = partition_offset(msg)
-        invoke = invocation_for(self.sub, self._metadata.registry(), msg)
+        invoke = invocation_for(self.sub, self._metadata.registry(), msg, self._settings)
         marks.sent(partition, offset)
         if invoke is None:  # nothing to run for it: do not read it again
             committable = marks.delivered(partition, offset)

@@ -102,6 +102,21 @@ class InvocationTarget(AvroModel):
         return f"{self.service}/{self.key}/{self.handler}"
 
 
+class InvocationOptions(AvroModel):
+    """Retry policy, timeouts and retentions an invocation runs with (null: Restate's default)."""
+
+    avro_name: ClassVar[str] = "kinvoke.InvocationOptions"
+    retry_initial_interval_ms: int | None = None
+    retry_exponentiation_factor: float | None = None
+    retry_max_interval_ms: int | None = None
+    retry_max_attempts: int | None = None
+    retry_on_max_attempts: str | None = None  # "Pause" | "Kill"
+    inactivity_timeout_ms: int | None = None
+    abort_timeout_ms: int | None = None
+    journal_retention_ms: int | None = None
+    completion_retention_ms: int | None = None
+
+
 class Header(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Header"
     name: str
@@ -146,6 +161,7 @@ class Invoke(AvroModel):
     ack_to_results: bool = False
     caller: CallerRef | None = None
     execute_at_ms: int | None = None
+    options: InvocationOptions | None = None
 
 
 class Ended(AvroModel):
@@ -175,6 +191,7 @@ class ResolvedCallee(AvroModel):
     service_ty: ServiceType | None = None
     handler_ty: HandlerType | None = None
     error: str | None = None
+    options: InvocationOptions | None = None
 
 
 class CallCompleted(AvroModel):
@@ -290,6 +307,7 @@ class InvocationStatus(AvroModel):
     commands_count: int = 0
     waiting: Suspended | None = None
     result: Success | Failure | None = None
+    options: InvocationOptions | None = None
 
 
 class JournalEntry(AvroModel):

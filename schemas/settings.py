@@ -62,8 +62,27 @@ class Settings(BaseSettings):
     invoker_concurrency_per_deployment: int = Field(
         default=64, ge=1, description="attempts a processor runs at once against one deployment; more wait"
     )
-    invoker_inactivity_timeout_s: float = Field(
-        default=60.0,
+    # Server-wide defaults of what services and handlers may set (Restate's invoker defaults);
+    # resolved into each invocation's options when it is created.
+    default_retry_initial_interval_ms: int = Field(
+        default=500, ge=0, description="first delay of the default retry policy"
+    )
+    default_retry_exponentiation_factor: float = Field(
+        default=2.0, ge=1.0, description="factor between delays of the default retry policy"
+    )
+    default_retry_max_interval_ms: int = Field(
+        default=60_000, ge=0, description="longest delay between attempts of the default retry policy"
+    )
+    default_retry_max_attempts: int | None = Field(
+        default=70, ge=1, description="attempts before the default retry policy gives up (unset: never)"
+    )
+    default_retry_on_max_attempts: str = Field(
+        default="Pause",
+        pattern="^(Pause|Kill)$",
+        description="what the default retry policy does once the attempts are used up: Pause or Kill",
+    )
+    default_inactivity_timeout_ms: int = Field(
+        default=60_000,
         gt=0,
         description="an attempt on a bidirectional stream with no traffic for this long closes its side "
         "and the SDK suspends (Restate's inactivity timeout)",

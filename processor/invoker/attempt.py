@@ -66,6 +66,8 @@ class AttemptRequest:
     retry_count_since_last_stored_entry: int = 0
     duration_since_last_stored_entry_ms: int = 0
     random_seed: int = 0
+    abort_timeout_s: float | None = None  # the invocation's own; None: the invoker's default
+    inactivity_timeout_s: float = 60.0  # on a bidirectional stream: close our side after this idle time
 
 
 @dataclass(frozen=True)
@@ -218,8 +220,9 @@ class Invoker:
             )
         collector = _Collector()
         server: str | None = None
+        abort_timeout_s = request.abort_timeout_s or self._abort_timeout_s
         try:
-            async with asyncio.timeout(self._abort_timeout_s):
+            async with asyncio.timeout(abort_timeout_s):
                 if deployment.use_http_11:
                     server = await self._exchange_h1(deployment, request, version, collector)
                 else:
@@ -235,9 +238,7 @@ class Invoker:
                         pressure,
                     )
         except TimeoutError:
-            collector.outcome = _failed(
-                500, f"attempt aborted after {self._abort_timeout_s:.0f}s without an end"
-            )
+            collector.outcome = _failed(500, f"attempt aborted after {abort_timeout_s:.0f}s without an end")
         except ProtocolViolation as e:
             collector.outcome = _failed(571, f"protocol violation: {e}")
         except _BadResponse as e:

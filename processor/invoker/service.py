@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 import structlog
 
+from kafka_core.options import invocation_options
 from processor.effects import EffectProducer
 from processor.invoker.attempt import AttemptRequest, AttemptResult, Invoker, negotiate_version
 from processor.invoker.deployments import deployment_for
@@ -28,6 +29,7 @@ from schemas.partitioner import routing_key
 from schemas.records import AttemptEnded, AttemptFailed, AttemptProgress, Command, ResolvedCallee
 from schemas.registry import Registry
 from schemas.service_protocol import Frame, MessageType, decode_message
+from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +38,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def resolve_callees(registry: Registry, entries: list[bytes]) -> list[ResolvedCallee]:
+def resolve_callees(
+    registry: Registry, entries: list[bytes], settings: Settings | None = None
+) -> list[ResolvedCallee]:
     """Registry answers for the attempt's calls, recorded in the effect: the state machine then
     needs no registry, and replaying the log gives the same children."""
     out: list[ResolvedCallee] = []
@@ -54,7 +58,17 @@ def resolve_callees(registry: Registry, entries: list[bytes]) -> list[ResolvedCa
                 ResolvedCallee(error=f"handler '{msg.handler_name}' of '{msg.service_name}' not found")
             )
         else:
-            out.append(ResolvedCallee(service_ty=svc.service_type, handler_ty=handler.handler_type))
+            idempotent = bool(msg.idempotency_key) if msg.HasField("idempotency_key") else False
+            options = (
+                invocation_options(
+                    registry, msg.service_name, msg.handler_name, settings, idempotent=idempotent
+                )
+                if settings is not None
+                else None
+            )
+            out.append(
+                ResolvedCallee(service_ty=svc.service_type, handler_ty=handler.handler_type, options=options)
+            )
     return out
 
 
@@ -64,9 +78,10 @@ class InvokerService:
         registry: Callable[[], Registry],
         effects: EffectProducer,
         concurrency_per_deployment: int = 64,
-        inactivity_timeout_s: float = 60.0,
+        settings: Settings | None = None,
     ) -> None:
         self._registry = registry
+        self._settings = settings  # the server's defaults, for the options of invocations it calls
         self._effects = effects
         # Attempts in flight per deployment: a burst must wait here, not fail at the deployment
         # (an HTTP/2 server allows ~100 concurrent streams per connection).
@@ -76,7 +91,6 @@ class InvokerService:
         # SDK suspends) instead of holding a slot until their inactivity timeout.
         self._pressure: dict[str, asyncio.Event] = {}
         self._waiting: dict[str, int] = {}
-        self._inactivity_timeout_s = inactivity_timeout_s
         self._mailboxes: dict[tuple[str, int], Mailbox] = {}  # running attempts' notifications
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="invoker", daemon=True)
@@ -228,7 +242,7 @@ class InvokerService:
                         deployment_id=deployment_id,
                         protocol_version=negotiate_version(target) or 0,
                         new_entries=entries,
-                        callees=resolve_callees(self._registry(), entries),
+                        callees=resolve_callees(self._registry(), entries, self._settings),
                     )
                     await self._append(
                         partition, request.invocation_id, Command(timestamp_ms=now_ms(), body=effect)
@@ -241,10 +255,10 @@ class InvokerService:
                         request,
                         progress=progress,
                         mailbox=mailbox,
-                        inactivity_timeout_s=self._inactivity_timeout_s,
+                        inactivity_timeout_s=request.inactivity_timeout_s,
                         pressure=pressure,
                     )
-            callees = resolve_callees(self._registry(), result.new_entries)
+            callees = resolve_callees(self._registry(), result.new_entries, self._settings)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - an attempt that blows up is a failed attempt

@@ -20,6 +20,7 @@ from schemas.records import (
     Command,
     HandlerType,
     Header,
+    InvocationOptions,
     InvocationStatus,
     InvocationTarget,
     Invoke,
@@ -39,12 +40,14 @@ def one_way_call(ctx: StepContext, status: InvocationStatus, frame: Frame, messa
     _start_child(ctx, status, frame, message, result_completion_id=None, execute_at_ms=execute_at)
 
 
-def _callee(ctx: StepContext, message: Any) -> tuple[ServiceType, HandlerType | None]:
+def _callee(
+    ctx: StepContext, message: Any
+) -> tuple[ServiceType, HandlerType | None, InvocationOptions | None]:
     callee = ctx.next_callee()
     if callee is None or callee.service_ty is None:
         reason = callee.error if callee is not None and callee.error else "the call target was not resolved"
         raise EntryRejected(500, f"cannot call {message.service_name}/{message.handler_name}: {reason}")
-    return callee.service_ty, callee.handler_ty
+    return callee.service_ty, callee.handler_ty, callee.options
 
 
 def child_id(
@@ -74,7 +77,7 @@ def _start_child(
     result_completion_id: int | None,
     execute_at_ms: int | None = None,
 ) -> None:
-    service_ty, handler_ty = _callee(ctx, message)
+    service_ty, handler_ty, options = _callee(ctx, message)
     keyed = service_ty != ServiceType.SERVICE
     if keyed and not message.key:
         raise EntryRejected(500, f"calling {message.service_name}/{message.handler_name} needs an object key")
@@ -110,5 +113,6 @@ def _start_child(
             else None
         ),
         execute_at_ms=execute_at_ms,
+        options=options,
     )
     ctx.emit(ProduceCommand(child.partition_key, Command(timestamp_ms=ctx.now_ms, body=invoke)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from processor.state_machine import journal
 from processor.state_machine.actions import SendResult
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import call_completed, object_lock
+from processor.state_machine.lifecycle import call_completed, object_lock, retention
 from schemas.records import Failure, InvocationPhase, InvocationResult, InvocationStatus, Success
 
 
@@ -26,6 +26,7 @@ def complete(ctx: StepContext, status: InvocationStatus, result: Success | Failu
     status.waiting = None
     status.next_retry_at_ms = None
     object_lock.release(ctx, status)
+    retention.schedule(ctx, status)
     for caller in status.callers:
         ctx.emit(call_completed.completion_for(caller, status.invocation_id, result, ctx.now_ms))
     if status.reply_to_results:

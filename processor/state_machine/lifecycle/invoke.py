@@ -5,7 +5,7 @@ from __future__ import annotations
 from processor.state_machine import journal
 from processor.state_machine.actions import InvokeAttempt, ScheduleTimer, SendAccepted, SendResult
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import call_completed, object_lock
+from processor.state_machine.lifecycle import call_completed, object_lock, retention
 from schemas.records import (
     Failure,
     HandlerType,
@@ -17,8 +17,6 @@ from schemas.records import (
     Timer,
 )
 
-# Restate's default idempotency retention. Results are kept (not yet cleaned up) beyond it.
-IDEMPOTENCY_RETENTION_MS = 24 * 3600 * 1000
 WORKFLOW_ALREADY_INVOKED = Failure(code=409, message="the workflow method was already invoked")
 START_TIMER = 0
 
@@ -41,6 +39,7 @@ def apply(ctx: StepContext, cmd: Invoke) -> None:
         execute_at_ms=cmd.execute_at_ms if scheduled else None,
         modified_at_ms=ctx.now_ms,
         attempt=1,
+        options=cmd.options,
     )
     headers = [(h.name, h.value) for h in cmd.headers]
     ctx.append_entry(status, journal.input_command(cmd.argument, headers), is_command=True)
@@ -91,7 +90,11 @@ def _duplicate(ctx: StepContext, status: InvocationStatus, cmd: Invoke) -> None:
         return
     if done and stored is not None:
         completed_at = status.completed_at_ms or ctx.now_ms
-        expires = completed_at + IDEMPOTENCY_RETENTION_MS if status.idempotency_key is not None else None
+        expires = (
+            completed_at + retention.completion_retention_ms(status)
+            if status.idempotency_key is not None
+            else None
+        )
         ctx.emit(
             SendResult(
                 InvocationResult(

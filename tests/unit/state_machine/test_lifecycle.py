@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from processor import state_machine
-from processor.state_machine import InvokeAttempt, SendResult
+from processor.state_machine import InvokeAttempt, ScheduleTimer, SendResult
+from processor.state_machine.lifecycle import retention
 from processor.storage import PartitionStore
 from schemas import changelog
 from schemas.records import AttemptFailed, Ended, Failure, InvocationPhase, Success, Suspended
@@ -49,8 +50,11 @@ def test_output_and_end_complete_and_answer_the_ingress(sm: Harness) -> None:
     assert status.result == Success(value=b'"Hello Alice"')
     assert status.completed_at_ms == 1100
     assert status.deployment_id == "dp_1"
-    assert len(actions) == 1 and isinstance(actions[0], SendResult)
-    assert actions[0].result.result == Success(value=b'"Hello Alice"')
+    [result] = [a for a in actions if isinstance(a, SendResult)]
+    assert result.result.result == Success(value=b'"Hello Alice"')
+    # It is forgotten after the journal retention (Restate's default: a day).
+    [expiry] = [a.timer for a in actions if isinstance(a, ScheduleTimer)]
+    assert (expiry.completion_id, expiry.wake_up_at_ms) == (retention.STATUS_EXPIRY, 1100 + 24 * 3600 * 1000)
     assert journal_types(sm) == [MessageType.INPUT_COMMAND, MessageType.OUTPUT_COMMAND]
 
 
@@ -58,12 +62,12 @@ def test_terminal_failure_completes_with_failure(sm: Harness) -> None:
     sm.apply(invoke())
     actions = sm.apply(attempt(1100, 1, [output_failure(418, "nope")], Ended()))
     assert sm.store.status(INV).result == Failure(code=418, message="nope")  # type: ignore[union-attr]
-    assert isinstance(actions[0], SendResult)
+    assert any(isinstance(a, SendResult) for a in actions)
 
 
 def test_send_does_not_answer_on_results(sm: Harness) -> None:
     sm.apply(invoke(reply=False))
-    assert sm.apply(attempt(1100, 1, [output(b"1")], Ended())) == []
+    assert not any(isinstance(a, SendResult) for a in sm.apply(attempt(1100, 1, [output(b"1")], Ended())))
     assert sm.store.status(INV).phase == InvocationPhase.COMPLETED  # type: ignore[union-attr]
 
 
@@ -282,7 +286,7 @@ def test_get_output_answers_unknown_not_ready_done_and_attaches(sm: Harness) -> 
     sm.apply(invoke(reply=False))
     assert ask(wait=False) == [SendAccepted(OutputNotReady(invocation_id=INV))]
     assert ask(wait=True) == [] and sm.store.status(INV).reply_to_results  # type: ignore[union-attr]
-    [answer] = sm.apply(attempt(2000, 1, [output(b"1")], Ended()))
+    [answer] = [a for a in sm.apply(attempt(2000, 1, [output(b"1")], Ended())) if isinstance(a, SendResult)]
     assert isinstance(answer, SendResult) and answer.result.result == Success(value=b"1")
     [later] = ask(wait=False, ts=5000)
     assert isinstance(later, SendResult) and later.result.idempotency_expires_at_ms == 2000 + 24 * 3600 * 1000
