@@ -7,8 +7,9 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import structlog
@@ -25,7 +26,7 @@ from ingress_gateway.paths import (
     normalize_path,
     parse_request_path,
 )
-from ingress_gateway.targets import ResolvedTarget, resolve_target, service_type_of
+from ingress_gateway.targets import ResolvedTarget, UnknownTarget, known_service_type, resolve_target
 from kafka_core import supervision
 from kafka_core.commands import CommandClient
 from kafka_core.metadata import MetadataView
@@ -51,9 +52,11 @@ from schemas.records import (
     Signal,
     Success,
 )
+from schemas.registry import Registry
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 CORS_HEADERS = {
     "vary": "origin, access-control-request-method, access-control-request-headers",
@@ -143,9 +146,8 @@ class Ingress:
         """Every path goes through Restate's path grammar first (`paths.parse_request_path`),
         so unknown services, bad paths and methods are answered as Restate answers them."""
         path = normalize_path(request.raw_path.split("?", 1)[0])
-        registry = self.metadata.registry()
         try:
-            parsed = parse_request_path(path, lambda s: service_type_of(registry, s))
+            parsed = await self._look_up(lambda reg: parse_request_path(path, known_service_type(reg)))
         except IngressError as e:
             return error_response(e.status, e.message)
         if isinstance(parsed, HealthPath):
@@ -155,6 +157,23 @@ class Ingress:
         if isinstance(parsed, OutputPath):
             return await self.get_output(request, parsed)
         return await self.invoke(request, parsed, path)
+
+    async def _look_up(self, lookup: Callable[[Registry], _T]) -> _T:
+        """`lookup` on the registry; when it finds a service or handler missing, once more after
+        this process' registry view has read the metadata topic to its end (bounded): a
+        deployment that the admin (another process) acknowledged a moment ago is then known, and
+        only then is the answer 404 (read-your-writes across processes)."""
+        try:
+            return lookup(self.metadata.registry())
+        except UnknownTarget:
+            catch_up = getattr(self.metadata, "catch_up", None)
+            if catch_up is None:  # a registry with no Kafka view behind it (unit tests' stand-ins)
+                raise
+        try:
+            await asyncio.to_thread(catch_up)
+        except TimeoutError as e:
+            raise IngressError(503, f"cannot tell whether the target is registered: {e}") from None
+        return lookup(self.metadata.registry())
 
     async def health(self, request: web.Request) -> web.Response:
         problem = self.problem()
@@ -265,7 +284,7 @@ class Ingress:
         size, input rules, delay, headers."""
         query = request.raw_path.partition("?")[2]
         try:
-            target = resolve_target(self.metadata.registry(), path)
+            target = await self._look_up(lambda registry: resolve_target(registry, path))
             idempotency_key = _ascii_header(request, "idempotency-key") or None
             if idempotency_key is not None and target.handler_ty == HandlerType.WORKFLOW:
                 raise IngressError(400, _WORKFLOW_IDEMPOTENCY_KEY)

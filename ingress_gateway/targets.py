@@ -6,14 +6,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from ingress_gateway.paths import IngressError, InvocationPath, service_not_found
+from ingress_gateway.paths import IngressError, InvocationPath, ServiceTypeOf, service_not_found
 from schemas.records import HandlerType, ServiceType
 from schemas.registry import HandlerRecord, Registry
+
+
+class UnknownTarget(IngressError):
+    """404: the registry as this process has read it does not know the service or handler. It
+    may have been registered through another process a moment ago, so the ingress looks again
+    once its registry view has caught up before it answers this."""
 
 
 def service_type_of(registry: Registry, service: str) -> ServiceType | None:
     svc = registry.service(service)
     return None if svc is None else svc.service_type
+
+
+def known_service_type(registry: Registry) -> ServiceTypeOf:
+    """`service_type_of` for the path parser, raising `UnknownTarget` (Restate's 404) for a
+    service the registry does not know."""
+
+    def service_type(service: str) -> ServiceType:
+        ty = service_type_of(registry, service)
+        if ty is None:
+            raise UnknownTarget(404, service_not_found(service).message)
+        return ty
+
+    return service_type
 
 
 class RuleKind(Enum):
@@ -126,10 +145,10 @@ class ResolvedTarget:
 def resolve_target(registry: Registry, path: InvocationPath) -> ResolvedTarget:
     svc = registry.service(path.service)
     if svc is None:
-        raise service_not_found(path.service)
+        raise UnknownTarget(404, service_not_found(path.service).message)
     handler = registry.handler(path.service, path.handler)
     if handler is None:
-        raise IngressError(
+        raise UnknownTarget(
             404,
             f"the service '{path.service}' exists, but the handler '{path.handler}' was not found, "
             "check that the handler exists in the latest registered service version.",

@@ -11,14 +11,25 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.settings import Settings
+from schemas.settings import Settings, redacted
 from schemas.topics import Topics, TopicSpec
 
 log = structlog.get_logger(__name__)
 
 
 def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.bootstrap_servers, **extra}
+    """The base of every kinvoke Kafka client's configuration (consumers, producers, admin
+    clients, the tools): the operator's librdkafka properties (`KINVOKE_KAFKA_CONFIG_FILE`,
+    `KINVOKE_KAFKA_PROPERTIES`, `KINVOKE_KAFKA_<PROPERTY>`: security, SASL, TLS, …), the bootstrap
+    servers, then what the caller needs (`extra`: isolation level, idempotence, group ids), which
+    wins because kinvoke's guarantees depend on it."""
+    return {**settings.kafka_properties, "bootstrap.servers": settings.bootstrap_servers, **extra}
+
+
+def describe_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A client configuration fit for a log line or an error message: secrets as `***`, callbacks
+    (loggers, error callbacks) left out."""
+    return {k: v for k, v in redacted(config).items() if isinstance(v, str | int | float | bool)}
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -32,9 +43,7 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
 def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     """Create kinvoke's topics if missing; an existing topic with another partition count is an error."""
     admin = AdminClient(client_config(settings))
-    specs = Topics(settings.topic_prefix).specs(
-        settings.partitions, delete_retention_ms=settings.changelog_delete_retention_ms
-    )
+    specs = topic_specs(settings)
     existing = admin.list_topics(timeout=timeout_s).topics
     created: list[str] = []
     missing: list[TopicSpec] = []
@@ -70,6 +79,26 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
     if created:
         log.info("topics.created", topics=created)
     return created
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """kinvoke's topics with their configs: kinvoke's own, then `KINVOKE_TOPIC_CONFIGS` ("*" for
+    every topic, then the topic's own entry). Only used when a topic is created."""
+    topics = Topics(settings.topic_prefix)
+    specs = topics.specs(settings.partitions, delete_retention_ms=settings.changelog_delete_retention_ms)
+    overrides = settings.topic_configs
+    return [
+        TopicSpec(
+            spec.name,
+            spec.partitions,
+            {
+                **spec.config,
+                **overrides.get("*", {}),
+                **overrides.get(spec.name.removeprefix(f"{topics.prefix}."), {}),
+            },
+        )
+        for spec in specs
+    ]
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from kafka_core.errors import describe_error, error_of
-from kafka_core.kafka import producer_config
+from kafka_core.kafka import client_config, describe_config, producer_config
 from kafka_core.supervision import (
     KafkaLink,
     Unavailable,
@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 # `message.timeout.ms`), and then for this process' own view to apply it (read-your-writes).
 WRITE_DELIVERY_TIMEOUT_S = 10.0
 READ_YOUR_WRITES_TIMEOUT_S = 10.0
+# How long a reader waits for its view to reach the topic's end before it answers "not found".
+CATCH_UP_TIMEOUT_S = 5.0
 
 
 class MetadataView:
@@ -60,8 +62,16 @@ class MetadataView:
         self._link: KafkaLink | None = None
 
     def start(self) -> MetadataView:
+        # Every component starts a registry view: one line says how it reaches Kafka (no secrets).
+        log.info("kafka.client_config", config=describe_config(client_config(self._settings)))
         self._view.start()
         return self
+
+    def catch_up(self, timeout_s: float = CATCH_UP_TIMEOUT_S) -> None:
+        """Block until this view has applied every registry record in Kafka now, so a deployment
+        another process has acknowledged (the admin's 201) is known here; TimeoutError after
+        `timeout_s`. Readers call it before answering that something is not registered."""
+        self._view.catch_up(timeout_s)
 
     def stop(self) -> None:
         self._view.stop()

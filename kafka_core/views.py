@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -10,7 +11,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from kafka_core.errors import describe_error
-from kafka_core.kafka import partition_offset, poll_batch, tail_consumer
+from kafka_core.kafka import client_config, partition_offset, poll_batch, tail_consumer
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
@@ -30,8 +31,10 @@ class TopicView:
     `on_record`.
 
     `wait_until(partition, offset)` gives read-your-writes: a writer that knows the offset of its
-    record waits until the view has applied it. The tail runs supervised: when it crashes, a new
-    consumer resumes at the offsets already applied (records are never applied twice or skipped).
+    record waits until the view has applied it. `catch_up()` gives it to readers in other
+    processes: it waits until the view has applied what the topic holds now. The tail runs
+    supervised: when it crashes, a new consumer resumes at the offsets already applied (records
+    are never applied twice or skipped).
     """
 
     PROGRESS_EVERY_S = 10.0
@@ -54,6 +57,12 @@ class TopicView:
         self._start_ends: dict[int, int] = {}
         self._link = KafkaLink(f"view {topic}")
         self._supervisor = SupervisedThread(f"{name}-{topic}", self._run, auto_up=False)
+        # End-offset queries of `catch_up`: one client, made on first use, one query at a time;
+        # callers that waited for a query that started after they came take its answer.
+        self._ends_lock = threading.Lock()
+        self._ends_client: Consumer | None = None
+        self._ends_tickets = itertools.count()
+        self._last_ends: tuple[int, dict[int, int]] | None = None
 
     def start(self, ready_timeout_s: float = 30.0) -> TopicView:
         self._supervisor.start()
@@ -62,6 +71,10 @@ class TopicView:
 
     def stop(self) -> None:
         self._supervisor.stop(5.0)
+        with self._ends_lock:
+            client, self._ends_client = self._ends_client, None
+        if client is not None:
+            client.close()
 
     def health(self) -> str | None:
         """None while the view follows its topic, else why it does not."""
@@ -105,6 +118,64 @@ class TopicView:
                         f"record {self._topic}[{partition}]@{offset} not seen after {timeout_s}s ({why})"
                     )
                 self._cond.wait(min(left, 0.1))
+
+    def catch_up(self, timeout_s: float) -> None:
+        """Block until the view has applied every record the topic holds now (its end offsets when
+        called, read from the broker); TimeoutError when that cannot be done within `timeout_s`
+        (Kafka does not answer, the view is behind or stopped). A reader in another process than
+        the writer calls this before it trusts an absence: whatever was acknowledged to anyone
+        before the call is then applied."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            self.wait_ready(timeout_s)
+        except RuntimeError as e:  # the tail gave up: nothing to wait for
+            raise TimeoutError(str(e)) from None
+        ends = self._end_offsets(deadline)
+        with self._cond:
+            while behind := {p: end for p, end in ends.items() if self._applied.get(p, 0) < end}:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    why = self.health() or "the view is behind"
+                    raise TimeoutError(
+                        f"view of {self._topic} did not reach {behind} within {timeout_s:g}s ({why})"
+                    )
+                self._cond.wait(min(left, 0.1))
+
+    def _end_offsets(self, deadline: float) -> dict[int, int]:
+        """The topic's end offsets (read_committed: the last stable offsets), asked now."""
+        ticket = next(self._ends_tickets)
+        with self._ends_lock:
+            last = self._last_ends
+            if last is not None and last[0] > ticket:  # asked after we came: as good as our own
+                return last[1]
+            started = next(self._ends_tickets)
+            if self._ends_client is None:
+                self._ends_client = Consumer(  # `Consumer` by its name: unit tests replace it
+                    client_config(
+                        self._settings,
+                        **{
+                            "group.id": f"{self._settings.topic_prefix}-{self._name}",  # never joined
+                            "enable.auto.commit": False,
+                            "isolation.level": "read_committed",
+                            **KafkaLink(f"view {self._topic} end offsets").config(),
+                        },
+                    )
+                )
+            with self._cond:
+                parts = sorted(self._start_ends)
+            ends: dict[int, int] = {}
+            for p in parts:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no end offsets of {self._topic} in time")
+                try:
+                    _, ends[p] = self._ends_client.get_watermark_offsets(
+                        TopicPartition(self._topic, p), timeout=left, cached=False
+                    )
+                except KafkaException as e:
+                    raise TimeoutError(f"cannot read the end offsets of {self._topic}: {e}") from None
+            self._last_ends = (started, ends)
+            return ends
 
     def _run(self, stop: threading.Event) -> None:
         group = f"{self._settings.topic_prefix}-{self._name}"

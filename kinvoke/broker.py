@@ -41,6 +41,8 @@ KAFKA_LOG4J2 = REPO / "scripts" / "kafka" / "log4j2.properties"
 KAFKA_STATE_FILE = "kinvoke-kafka.json"  # in a KafkaBroker's data dir: its controller port, cluster id
 
 BROKER_KINDS = ("kafka", "local")
+# SASL test users: put as they are into JAAS strings and `--add-scram` arguments.
+_JAAS_SAFE = re.compile(r"[A-Za-z0-9._-]+")
 # Where `kinvoke dev` / `kinvoke broker` keep each broker's data unless KINVOKE_BROKER_DATA_DIR says
 # otherwise: the two brokers' storage formats have nothing in common.
 DEFAULT_DATA_DIRS = {"kafka": ".kinvoke/kafka", "local": ".kinvoke/broker"}
@@ -87,9 +89,13 @@ def start_broker(
 
 
 def wait_for_broker(
-    bootstrap: str, timeout_s: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+    bootstrap: str,
+    timeout_s: float = 20.0,
+    proc: subprocess.Popen[bytes] | None = None,
+    client_properties: dict[str, str] | None = None,
 ) -> None:
-    """Until the broker answers a metadata request; stops early if `proc` (the broker) exits."""
+    """Until the broker answers a metadata request; stops early if `proc` (the broker) exits.
+    `client_properties`: what a client needs to be let in (a SASL listener's credentials)."""
     deadline = time.monotonic() + timeout_s
     host, _, port = bootstrap.rpartition(":")
     # Wait for the port first: librdkafka would print a line per refused connection meanwhile.
@@ -98,7 +104,7 @@ def wait_for_broker(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"Kafka broker at {bootstrap} did not listen within {timeout_s}s")
         time.sleep(0.1)
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({**(client_properties or {}), "bootstrap.servers": bootstrap})
     last: Exception | None = None
     while time.monotonic() < deadline:
         _check_alive(proc)
@@ -170,6 +176,11 @@ class _Process:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    @property
+    def client_properties(self) -> dict[str, str]:
+        """librdkafka properties a client needs besides the bootstrap (none: a PLAINTEXT listener)."""
+        return {}
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -201,7 +212,7 @@ class _Process:
     def _wait_ready(self, timeout_s: float) -> None:
         started = time.monotonic()
         try:
-            wait_for_broker(self.bootstrap, timeout_s, self._proc)
+            wait_for_broker(self.bootstrap, timeout_s, self._proc, self.client_properties)
         except BaseException as e:  # also Ctrl-C: never leave a half-started broker behind
             self.stop()
             if not isinstance(e, TimeoutError | _BrokerExited):
@@ -305,11 +316,20 @@ class KafkaBroker(_Process):
     (rewritten at every start) and `kinvoke-kafka.json`, which remembers the cluster id and the
     controller port: the storage is formatted once, on the first start, and records the
     controller's endpoint, so restarts use the same one.
+
+    `sasl_users` (user -> password; empty by default) makes the client listener SASL_PLAINTEXT
+    instead of PLAINTEXT, for tests against a Kafka that wants credentials: SASL/PLAIN and
+    SASL/SCRAM-SHA-256 for these users (the SCRAM credentials are written when the storage is
+    formatted, on the first start); the first user is the broker's own, between its listeners.
+    The controller listener stays PLAINTEXT. `extra_properties` go over the generated
+    server.properties.
     """
 
     heap: str = "512m"
     libs: Path = KAFKA_LIBS
     log4j2: Path = KAFKA_LOG4J2
+    sasl_users: dict[str, str] = field(default_factory=dict)
+    extra_properties: dict[str, str] = field(default_factory=dict)
 
     name = "kafka"
     title = "Apache Kafka"
@@ -321,6 +341,44 @@ class KafkaBroker(_Process):
     @property
     def log_dirs(self) -> Path:
         return self.data_dir / "logs"
+
+    @property
+    def client_properties(self) -> dict[str, str]:
+        """With `sasl_users`: the broker's own user over SASL/PLAIN."""
+        if not self.sasl_users:
+            return {}
+        user, password = next(iter(self.sasl_users.items()))
+        return {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanisms": "PLAIN",
+            "sasl.username": user,
+            "sasl.password": password,
+        }
+
+    def _sasl_properties(self, h: str, p: int, c: object) -> dict[str, str]:
+        """The client listener as SASL_PLAINTEXT (KIP-103 per-listener JAAS settings, KRaft: the
+        controller listener keeps PLAINTEXT, the broker talks to itself over the SASL listener)."""
+        for user, password in self.sasl_users.items():
+            if not _JAAS_SAFE.fullmatch(user) or not _JAAS_SAFE.fullmatch(password):
+                raise BrokerError(f"SASL user {user!r}: names and passwords take only {_JAAS_SAFE.pattern}")
+        user, password = next(iter(self.sasl_users.items()))
+        plain_users = " ".join(f'user_{u}="{pw}"' for u, pw in self.sasl_users.items())
+        return {
+            "listeners": f"SASL_PLAINTEXT://{h}:{p},CONTROLLER://{h}:{c}",
+            "advertised.listeners": f"SASL_PLAINTEXT://{h}:{p}",
+            "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_PLAINTEXT",
+            "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+                "org.apache.kafka.common.security.plain.PlainLoginModule required "
+                f'username="{user}" password="{password}" {plain_users};'
+            ),
+            "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required "
+                f'username="{user}" password="{password}";'
+            ),
+        }
 
     @property
     def controller_port(self) -> int | None:
@@ -413,6 +471,9 @@ class KafkaBroker(_Process):
             "auto.create.topics.enable": "true",
             "num.partitions": "1",
         }
+        if self.sasl_users:
+            props.update(self._sasl_properties(h, p, c))
+        props.update(self.extra_properties)
         path = self.data_dir / "server.properties"
         path.write_text(
             "# Written by kinvoke/broker.py at every start; edits are lost.\n"
@@ -424,6 +485,8 @@ class KafkaBroker(_Process):
         """Format the storage once (a single-voter KRaft quorum: --standalone)."""
         cmd = [java, f"-Dlog4j2.configurationFile={self.log4j2}", "-cp", classpath]
         cmd += ["kafka.tools.StorageTool", "format", "--standalone", "-t", str(cluster_id), "-c", str(props)]
+        for user, password in self.sasl_users.items():  # KIP-900: SCRAM users in the bootstrap metadata
+            cmd += ["--add-scram", f"SCRAM-SHA-256=[name={user},password={password}]"]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)

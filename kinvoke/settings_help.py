@@ -26,7 +26,7 @@ def _fields(*names: str) -> tuple[str, ...]:
 
 
 # Every client of Kafka reads these.
-_KAFKA = ("bootstrap_servers", "topic_prefix")
+_KAFKA = ("bootstrap_servers", "topic_prefix", "kafka_*")
 _LOGS = ("log_format", "log_level")
 _LOCAL_STORES = ("state_dir", "changelog_delete_retention_ms")
 _PROCESSOR = _fields(
@@ -44,7 +44,9 @@ _ADMIN = _fields(
     *_LOCAL_STORES,
     *_LOGS,
 )
-_TOPICS_CREATE = _fields(*_KAFKA, "partitions", "replication_factor", "changelog_delete_retention_ms", *_LOGS)
+_TOPICS_CREATE = _fields(
+    *_KAFKA, "partitions", "replication_factor", "topic_configs", "changelog_delete_retention_ms", *_LOGS
+)
 _BROKER = _fields("broker*", *_LOGS)
 _INSPECT = _fields(*_KAFKA, *_LOGS)
 

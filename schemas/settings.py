@@ -2,8 +2,128 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import os
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from schemas.topics import Topics
+
+ENV_PREFIX = "KINVOKE_"
+# `KINVOKE_KAFKA_SASL_USERNAME=alice` is librdkafka's `sasl.username=alice` for every client.
+KAFKA_ENV_PREFIX = f"{ENV_PREFIX}KAFKA_"
+# Shown instead of a secret wherever a configuration is printed or logged.
+REDACTED = "***"
+_SECRET = re.compile(r"password|secret|jaas|oauthbearer\.config|\.pem$|credential", re.IGNORECASE)
+# What `topic_configs` may name: topic names without the prefix, or "*" for all of them.
+TOPIC_KINDS = tuple(spec.name.removeprefix("_.") for spec in Topics("_").specs(1))
+# kinvoke depends on these: compaction of the changelog and the registry, retention of the log;
+# the changelog's delete.retention.ms has its own setting (local copies are checked against it).
+_FIXED_TOPIC_CONFIG = {"cleanup.policy": "*", "delete.retention.ms": "changelog"}
+
+
+def is_secret(name: str) -> bool:
+    """Whether a client property holds a secret (passwords, JAAS, PEM keys, OAuth secrets)."""
+    return bool(_SECRET.search(name))
+
+
+def redacted(props: Mapping[str, Any]) -> dict[str, Any]:
+    """`props` with every secret value replaced by `***`, for logs and error messages."""
+    return {k: REDACTED if is_secret(k) else v for k, v in props.items()}
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """A Java `.properties` file (what Kafka's own tools read with `--command-config`): `key=value`,
+    `key: value` or `key value`, `#`/`!` comments, lines continued by a trailing backslash,
+    backslash escapes (`\\n`, `\\t`, `\\uXXXX`, an escaped `=`/`:`/space)."""
+    props: dict[str, str] = {}
+    for logical in _logical_lines(text.splitlines()):
+        key, value = _split_property(logical)
+        props[_unescape(key)] = _unescape(value)
+    return props
+
+
+def _logical_lines(lines: Iterable[str]) -> Iterator[str]:
+    current: str | None = None
+    for raw in lines:
+        line = raw.lstrip()
+        if current is None and (not line or line[0] in "#!"):
+            continue
+        line = line if current is None else current + line
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2 == 1:  # an odd number of backslashes: the line goes on
+            current = line[:-1]
+            continue
+        current = None
+        yield line
+    if current is not None:
+        yield current
+
+
+def _split_property(line: str) -> tuple[str, str]:
+    i, escaped = 0, False
+    while i < len(line):
+        c = line[i]
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c in "=: \t\f":
+            break
+        i += 1
+    key, rest = line[:i], line[i:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    return key, rest
+
+
+def _unescape(s: str) -> str:
+    out: list[str] = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\" and i + 1 < len(s):
+            n = s[i + 1]
+            if n == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", s[i + 2 : i + 6]):
+                out.append(chr(int(s[i + 2 : i + 6], 16)))
+                i += 6
+                continue
+            out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(n, n))
+            i += 2
+            continue
+        out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _from_jaas(jaas: str) -> dict[str, str]:
+    """`sasl.username`/`sasl.password` from a Java client's `sasl.jaas.config` (PLAIN or SCRAM
+    login module): librdkafka has no JAAS, so a company's Java client file works as it is."""
+    found = dict(re.findall(r'(username|password)\s*=\s*"((?:[^"\\]|\\.)*)"', jaas))
+    return {f"sasl.{k}": re.sub(r"\\(.)", r"\1", v) for k, v in found.items()}
+
+
+class _KafkaEnvProperties(PydanticBaseSettingsSource):
+    """`KINVOKE_KAFKA_<PROPERTY>` variables as librdkafka properties: the name after the prefix in
+    lower case, `_` read as `.` (`KINVOKE_KAFKA_SSL_CA_LOCATION` → `ssl.ca.location`); kinvoke's
+    own `KINVOKE_KAFKA_*` settings are not properties."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        own = {f"{ENV_PREFIX}{name.upper()}" for name in self.settings_cls.model_fields}
+        props = {
+            name.upper().removeprefix(KAFKA_ENV_PREFIX).lower().replace("_", "."): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(KAFKA_ENV_PREFIX) and name.upper() not in own
+        }
+        return {"kafka_properties": props} if props else {}
 
 
 class Settings(BaseSettings):
@@ -25,6 +145,24 @@ class Settings(BaseSettings):
         description="partitions of `commands` and the changelog (fixed when the topics are created)",
     )
     replication_factor: int = Field(default=1, description="replication factor of the topics kinvoke creates")
+    topic_configs: dict[str, dict[str, str]] = Field(
+        default={},
+        description="topic configs for the topics kinvoke creates, over its own, as JSON by topic name "
+        'without prefix or "*" for all: {"*": {"min.insync.replicas": "2"}, "commands": '
+        '{"retention.ms": "604800000"}}; cleanup.policy is kinvoke\'s',
+    )
+    kafka_config_file: str | None = Field(
+        default=None,
+        description="a .properties file of librdkafka client properties for every Kafka client "
+        "(security.protocol, sasl.*, ssl.*; a Java client's sasl.jaas.config is read for its username "
+        "and password); KINVOKE_KAFKA_PROPERTIES and KINVOKE_KAFKA_<PROPERTY> variables win over it",
+    )
+    kafka_properties: dict[str, str] = Field(
+        default={},
+        description="librdkafka client properties for every Kafka client, as JSON; a "
+        "KINVOKE_KAFKA_<PROPERTY> variable adds one (KINVOKE_KAFKA_SASL_PASSWORD is sasl.password) and "
+        "wins; secrets are shown as ***",
+    )
 
     admin_host: str = Field(default="127.0.0.1", description="address the admin API listens on")
     admin_port: int = Field(default=9070, description="port of the admin API")
@@ -118,6 +256,67 @@ class Settings(BaseSettings):
         default="auto", description="auto | console | json (auto: console on a terminal, else json)"
     )
     log_level: str = Field(default="info", description="debug | info | warning | error")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """`KINVOKE_KAFKA_<PROPERTY>` variables come before `KINVOKE_KAFKA_PROPERTIES` (the more
+        specific wins; dicts of the sources are merged)."""
+        kafka_env = _KafkaEnvProperties(settings_cls)
+        return init_settings, kafka_env, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator("kafka_properties", mode="before")
+    @classmethod
+    def _property_values_as_text(cls, value: Any) -> Any:
+        """JSON numbers and booleans are what librdkafka reads as text (`5`, `true`)."""
+        if not isinstance(value, Mapping):
+            return value
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+    @field_validator("topic_configs")
+    @classmethod
+    def _known_topics(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for topic, config in value.items():
+            if topic != "*" and topic not in TOPIC_KINDS:
+                raise ValueError(f"unknown topic {topic!r}: expected one of {', '.join(TOPIC_KINDS)} or *")
+            for name in config:
+                fixed = _FIXED_TOPIC_CONFIG.get(name)
+                if fixed is not None and (fixed == "*" or topic in (fixed, "*")):
+                    raise ValueError(f"{name} of {topic} is not configurable (kinvoke depends on it)")
+        return value
+
+    @model_validator(mode="after")
+    def _merge_kafka_config_file(self) -> Settings:
+        """The file's properties go under the others; `bootstrap.servers` from the file or the
+        properties is the bootstrap unless KINVOKE_BOOTSTRAP_SERVERS is set (one place to read it)."""
+        props = dict(self.kafka_properties)
+        if self.kafka_config_file:
+            path = Path(self.kafka_config_file)
+            try:
+                text = path.read_text()
+            except OSError as e:
+                raise ValueError(f"cannot read KINVOKE_KAFKA_CONFIG_FILE {path}: {e.strerror}") from None
+            props = {**parse_properties(text), **props}
+        jaas = props.pop("sasl.jaas.config", None)
+        if jaas is not None:
+            props = {**_from_jaas(jaas), **props}
+        legacy = props.pop("metadata.broker.list", None)
+        bootstrap = props.pop("bootstrap.servers", None) or legacy
+        if bootstrap and "bootstrap_servers" not in self.model_fields_set:
+            self.bootstrap_servers = bootstrap
+        self.kafka_properties = props
+        return self
+
+    def __repr_args__(self) -> Any:
+        """Secrets of the Kafka properties are shown as `***`."""
+        for name, value in super().__repr_args__():
+            yield name, redacted(value) if name == "kafka_properties" else value
 
     @property
     def processor_group(self) -> str:
