@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from typing import Any
 
 import structlog
@@ -109,7 +112,16 @@ async def health(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def _kinvoke_version() -> str:
+    try:
+        return package_version("kinvoke")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
 async def version(request: web.Request) -> web.Response:
+    """Restate's VersionInformation; `kinvoke_version` beside it (the CLI, like any serde client
+    of that struct, ignores fields it does not know)."""
     settings = request.app[SETTINGS_KEY]
     return _json(
         {
@@ -118,6 +130,7 @@ async def version(request: web.Request) -> web.Response:
             "max_admin_api_version": API_VERSIONS[-1],
             "ingress_endpoint": settings.ingress_url(),
             "features": {},
+            "kinvoke_version": _kinvoke_version(),
         }
     )
 
@@ -432,20 +445,29 @@ def _changelog(request: web.Request) -> ChangelogView:
     return view  # type: ignore[return-value]
 
 
+def _sql_source(request: web.Request) -> introspection.Source:
+    """The changelog view's tables (a view without them, as in tests, is read afresh per query)."""
+    view = _changelog(request)
+    source = getattr(view, "source", None)
+    return source if isinstance(source, introspection.Source) else introspection.Source(view.store, view.lock)
+
+
 async def query(request: web.Request) -> web.Response:
-    """`POST /query {"query": SQL}`: JSON rows with `accept: application/json`, else Arrow IPC."""
+    """`POST /query {"query": SQL}`: JSON rows when `accept` is exactly `application/json` (as
+    Restate checks it), else an Arrow IPC stream. Runs off the event loop."""
     body = await _read_json(request)
     sql = body.get("query") if isinstance(body, dict) else None
     if not isinstance(sql, str):
-        raise RegistryError(400, 'the request body must be {"query": "<SQL>"}')
-    view = _changelog(request)
+        raise RegistryError(
+            422, "Failed to deserialize the JSON body into the target type: missing field `query`"
+        )
+    source = _sql_source(request)
     registry = _store(request).snapshot()
-    with view.lock:
-        try:
-            table = introspection.run_query(view.store, registry, sql)
-        except introspection.QueryError as e:
-            return _json({"message": str(e)}, 400)
-    if "application/json" in request.headers.get("accept", ""):
+    try:
+        table = await asyncio.to_thread(introspection.run_query, source, registry, sql)
+    except introspection.QueryError as e:
+        return _json({"message": str(e)}, e.status)
+    if request.headers.get("accept", "").strip() == "application/json":
         return web.Response(body=introspection.rows_json(table), headers={"content-type": "application/json"})
     return web.Response(
         body=introspection.arrow_stream(table),
@@ -454,20 +476,23 @@ async def query(request: web.Request) -> web.Response:
 
 
 async def list_invocations(request: web.Request) -> web.Response:
-    view = _changelog(request)
-    with view.lock:
-        statuses = sorted(view.store.statuses(), key=lambda st: st.created_at_ms)
-        return _json({"invocations": [introspection.invocation_json(st) for st in statuses]})
+    """`GET /invocations` with filters and paging (`introspection.rest`)."""
+    params = {name: request.query.getall(name) for name in request.query}
+    source, registry = _sql_source(request), _store(request).snapshot()
+    try:
+        body = await asyncio.to_thread(introspection.list_invocations, source, registry, params)
+    except introspection.BadRequest as e:
+        raise RegistryError(400, str(e)) from None
+    return _json(body)
 
 
 async def get_invocation(request: web.Request) -> web.Response:
     inv = str(invocations.parse_invocation_id(request.match_info["invocation"]))
-    view = _changelog(request)
-    with view.lock:
-        status = view.store.status(inv)
-        if status is None:
-            raise RegistryError(404, f"The requested invocation '{inv}' does not exist")
-        return _json(introspection.invocation_json(status))
+    source, registry = _sql_source(request), _store(request).snapshot()
+    found = await asyncio.to_thread(introspection.get_invocation, source, registry, inv)
+    if found is None:
+        raise RegistryError(404, f"The requested invocation '{inv}' does not exist")
+    return _json(found)
 
 
 async def create_kafka_cluster(request: web.Request) -> web.Response:

@@ -21,6 +21,23 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
+# --- the restate CLI (integration tests check kinvoke's admin API with it) -------------------
+# Pinned, into .kinvoke/restate-cli/ (ignored by git); no install scripts (the only one is a
+# telemetry ping). Without npm the tests that need it are skipped.
+RESTATE_CLI_VERSION=1.7.12
+CLI_DIR=.kinvoke/restate-cli
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: no npm found — the restate CLI is not installed; tests/integration/test_sql_cli.py will be skipped" >&2
+elif [ "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$CLI_DIR/node_modules/@restatedev/restate/package.json" 2>/dev/null)" != "$RESTATE_CLI_VERSION" ]; then
+  mkdir -p "$CLI_DIR"
+  echo "setup: installing the restate CLI $RESTATE_CLI_VERSION into $CLI_DIR" >&2
+  if ! SCARF_ANALYTICS=false npm install --prefix "$CLI_DIR" --save-exact --ignore-scripts --no-audit --no-fund \
+    "@restatedev/restate@$RESTATE_CLI_VERSION" >"$CLI_DIR.log" 2>&1; then
+    tail -n 20 "$CLI_DIR.log" >&2
+    echo "setup: npm could not install the restate CLI (whole output in $CLI_DIR.log); its tests will be skipped" >&2
+  fi
+fi
+
 # --- Apache Kafka ----------------------------------------------------------------------------
 POM=scripts/kafka/pom.xml
 LIBS=.kinvoke/kafka-libs

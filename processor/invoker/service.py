@@ -268,7 +268,20 @@ class InvokerService:
             )
             callees = []
         outcome = result.outcome
-        log.info(
+        failure: dict[str, object] = {}
+        if isinstance(outcome, AttemptFailed):
+            # A failed attempt is a warning with what the SDK said: code, message, the command it
+            # points at and its stack trace (`stack`: the console renderer prints it as lines).
+            failure = {"code": outcome.code, "error": outcome.message}
+            if outcome.related_command_index is not None:
+                failure["related_command_index"] = outcome.related_command_index
+            if outcome.related_command_name:
+                failure["related_command_name"] = outcome.related_command_name
+            if outcome.related_command_type is not None:
+                failure["related_command_type"] = Frame(outcome.related_command_type, 0, b"").name
+            if outcome.stacktrace:
+                failure["stack"] = outcome.stacktrace
+        (log.warning if failure else log.info)(
             "attempt.ended",
             invocation_id=request.invocation_id,
             target=f"{service}/{request.handler}",
@@ -276,9 +289,7 @@ class InvokerService:
             deployment=deployment_id,
             outcome=type(outcome).__name__,
             new_entries=len(result.new_entries),
-            **(
-                {"code": outcome.code, "error": outcome.message} if isinstance(outcome, AttemptFailed) else {}
-            ),
+            **failure,
         )
         effect = AttemptEnded(
             callees=callees,
