@@ -225,6 +225,22 @@ class Settings(BaseSettings):
         description="an attempt on a bidirectional stream with no traffic for this long closes its side "
         "and the SDK suspends (Restate's inactivity timeout)",
     )
+    default_abort_timeout_ms: int = Field(
+        default=600_000, gt=0, description="an attempt that has not ended after this long is aborted"
+    )
+    default_journal_retention_ms: int = Field(
+        default=24 * 3600 * 1000, ge=0, description="how long a completed invocation's journal is kept"
+    )
+    default_idempotency_retention_ms: int = Field(
+        default=24 * 3600 * 1000,
+        ge=0,
+        description="how long a completed invocation with an idempotency key (and its result) is kept",
+    )
+    default_workflow_completion_retention_ms: int = Field(
+        default=24 * 3600 * 1000,
+        ge=0,
+        description="how long a completed workflow (its result, state and promises) is kept",
+    )
     changelog_delete_retention_ms: int = Field(
         default=24 * 3600 * 1000,
         description="the changelog's delete.retention.ms (how long compaction keeps tombstones); a local "
