@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 from confluent_kafka import Producer
 
+from bench.procstat import process_tree, rss_bytes
 from bench.restart import broker, completed_invocation, wait_drained
 from kafka_core.kafka import create_topics
 from schemas.partitioner import routing_key
@@ -190,6 +191,9 @@ def main() -> None:
                 wait_drained(settings, timeout_s=600)
                 time.sleep(2)  # the admin's view applies the changelog's tail
                 row["list after +1000"] = timed(admin.list_once, 1)
+                assert admin_proc.proc is not None
+                rss_mb = rss_bytes(process_tree(admin_proc.proc.pid)) / 2**20
+                print(f"  admin RSS {rss_mb:.0f} MiB", flush=True)
                 results.append(row)
                 for name, value in row.items():
                     if name != "size":

@@ -7,6 +7,7 @@ Where kinvoke does not have what a column means, the column stays null and a com
 from __future__ import annotations
 
 from dataclasses import dataclass
+from sys import intern  # rows stay in memory: one copy of the strings most rows repeat
 from typing import Any
 
 from admin_api.introspection.journal_json import (
@@ -152,10 +153,10 @@ def status_row(st: InvocationStatus) -> Row:
         PHASE[phase],
         outcome,
         completion_failure(result) if completed and isinstance(result, Failure) else None,
-        str(t),
-        t.service,
+        intern(str(t)),
+        intern(t.service),
         t.key,
-        t.handler,
+        intern(t.handler),
         SERVICE_TY[t.service_ty],
         None,  # scope: kinvoke has no scoped invocations
         None,  # limit_key: no concurrency rules
@@ -166,7 +167,7 @@ def status_row(st: InvocationStatus) -> Row:
         caller_service,
         by.target if by.kind == InvokedByKind.SERVICE else None,
         by.invocation_id if by.kind == InvokedByKind.RESTART_AS_NEW else None,
-        st.deployment_id if pinned(st) else None,
+        intern(st.deployment_id) if st.deployment_id and pinned(st) else None,
         st.protocol_version if pinned(st) else None,
         None,  # trace_id: kinvoke does no tracing
         st.journal_length if with_journal else None,

@@ -24,6 +24,7 @@ import pytest
 from kafka_core.kafka import create_topics
 from schemas.settings import Settings
 from tests.conftest import free_port
+from tests.support.cluster import json_lines
 from tests.support.processes import REPO, Component
 from tests.support.sdk import run_sdk_deployment
 
@@ -47,6 +48,7 @@ class Kinvoke:
     client: httpx.Client
     cli: Path
     home: Path
+    processor: Component
 
     def restate(self, *args: str) -> str:
         """Run the CLI; its stdout and stderr (exit code 0 asserted)."""
@@ -116,7 +118,7 @@ def kinvoke(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator
             c.start()
         with run_sdk_deployment(log=tmp_path / "sdk.log") as uri, httpx.Client(timeout=30) as client:
             admin, ingress = f"http://127.0.0.1:{admin_port}", f"http://127.0.0.1:{ingress_port}"
-            k = Kinvoke(admin, ingress, client, cli, home)
+            k = Kinvoke(admin, ingress, client, cli, home, parts[2])
             assert client.post(f"{k.admin}/deployments", json={"uri": uri}).status_code == 201
             deadline = time.monotonic() + 30
             while "Failing" not in client.get(f"{k.ingress}/restate/health").json()["services"]:
@@ -189,3 +191,28 @@ def test_the_restate_cli_reads_kinvoke(kinvoke: Kinvoke) -> None:
 
     state = k.restate("kv", "get", "Counter", "k1")
     assert re.search(r"count\s+3", state), state
+    status = k.restate("services", "status", "Failing")
+    assert re.search(r"flaky\s+-\s+-\s+-\s+(-|1)\s+(-|1)\s+-\s+" + flaky, status), status
+    everything = k.restate("invocations", "list", "--all")
+    assert all(i in everything for i in (greet_id, steps_id, called_id, terminal_id, flaky))
+
+    # The processor logged each failed attempt with what the SDK said.
+    failures = [
+        e
+        for e in json_lines(k.processor.log_text())
+        if e.get("event") == "attempt.ended" and e.get("invocation_id") == flaky
+    ]
+    assert failures and all(e["level"] == "warning" for e in failures)
+    assert failures[0]["target"] == "Failing/flaky" and failures[0]["deployment"].startswith("dp_")
+    assert failures[0]["code"] == 500 and failures[0]["error"] == "RuntimeError('flaky: boom')"
+    assert failures[0]["stack"].startswith("Traceback (most recent call last):")
+
+    # `invocations kill` finds the invocation with SQL, then kills it.
+    killed = k.restate("invocations", "kill", "--yes", flaky)
+    assert flaky in killed and "Killed 1 invocations" in killed
+    k.until(
+        f"SELECT completion_failure FROM sys_invocation WHERE id = '{flaky}'",
+        lambda rows: rows and rows[0].get("completion_failure") == "[409] killed",
+        "the kill",
+    )
+    assert "Showing 0/0 invocations" in k.restate("invocations", "list")
