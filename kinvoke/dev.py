@@ -126,7 +126,11 @@ class Readiness:
         self._admin: AdminClient | None = None
 
     def close(self) -> None:
+        """Before the broker stops: librdkafka's destroy of an admin client can block for good once
+        its broker is gone (seen as `kinvoke dev` hanging after Ctrl-C)."""
         self.http.close()
+        admin, self._admin = self._admin, None
+        del admin  # the last reference: destroyed here, while the broker still answers
 
     def _answers(self, url: str) -> bool:
         try:
