@@ -96,6 +96,7 @@ class ProcessorService:
         self.consumer: Consumer | None = None
         self.txn: TransactionalProducer | None = None
         self.transactions = 0
+        self._producer_generation = 0  # the producer generation the tasks were restored under
         self._consumer_link = KafkaLink("processor consumer")
         self._producer_link = KafkaLink("processor transactions")
 
@@ -219,6 +220,7 @@ class ProcessorService:
     def step(self) -> None:
         assert self.consumer is not None
         messages = poll_batch(self.consumer, self._poll_timeout_s())
+        self._restart_tasks_if_replaced()
         for task in self.tasks.take_restored():
             self._resume(task)
         self._fire_timers()
@@ -257,6 +259,8 @@ class ProcessorService:
             p = msg.partition()
             assert p is not None
             by_partition[p].append(msg)
+        if self._restart_tasks_if_replaced():
+            return  # every task restores again and re-reads from its committed offset
         running = self.tasks.running()
         batch = {p: (running[p], msgs) for p, msgs in by_partition.items() if p in running}
         if not batch:
@@ -305,6 +309,20 @@ class ProcessorService:
             for action in actions.get(p, []):
                 if isinstance(action, ScheduleTimer):
                     self._run_action(task, action)  # timers: only what is committed
+
+    def _restart_tasks_if_replaced(self) -> bool:
+        """After an outage the producer is replaced before it is used again; after any
+        replacement every task is restored again. Kafka has been seen to lose a transaction whose
+        commit it had confirmed when a broker restarted right after: state this processor holds
+        in memory (and checkpointed) may be ahead of the log. Restoring re-reads the stable
+        committed offset and rebuilds a store that is ahead of it."""
+        assert self.txn is not None and self.consumer is not None
+        self.txn.replace_if_outage()
+        if self.txn.generation == self._producer_generation:
+            return False
+        self._producer_generation = self.txn.generation
+        self.tasks.restart_all(self.consumer, "the transactional producer was replaced")
+        return True
 
     def _on_kafka_error(
         self, e: KafkaException | Wedged, batch: dict[int, tuple[PartitionTask, list[Message]]]

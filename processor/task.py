@@ -160,11 +160,22 @@ class PartitionTask:
             topic_id=topic_id,
             max_age_ms=self.settings.changelog_delete_retention_ms,
             now_ms=now_ms(),
+            committed_input=self.start_offset,
         )
         if resume is not None:
             start = resume
         else:
-            if store.kv.checkpoint(self.partition) is not None:
+            checkpoint = store.kv.checkpoint(self.partition)
+            if checkpoint is not None and checkpoint.input_offset > self.start_offset:
+                # Kafka lost a transaction after confirming its commit (seen when a broker
+                # restarted right after): the store holds its writes, the log does not.
+                log.warning(
+                    "task.checkpoint_ahead_of_kafka",
+                    partition=self.partition,
+                    checkpoint_input_offset=checkpoint.input_offset,
+                    committed_offset=self.start_offset,
+                )
+            elif checkpoint is not None:
                 log.info("task.checkpoint_discarded", partition=self.partition, low=low, high=high)
             store.kv.wipe()
             start = low
@@ -202,7 +213,7 @@ class PartitionTask:
                     count += 1
                     since_commit += 1
                 if since_commit >= RESTORE_COMMIT_EVERY:
-                    store.kv.commit({self.partition: last + 1}, topic_id=topic_id, now_ms=now_ms())
+                    self._commit_restored(store, last + 1, topic_id)
                     since_commit = 0
                 if time.monotonic() >= next_report:
                     log.info(
@@ -218,8 +229,17 @@ class PartitionTask:
                 # its records will be aborted).
                 if eof or last + 1 >= high or consumer.position([tp])[0].offset >= high:
                     break
-        store.kv.commit({self.partition: last + 1}, topic_id=topic_id, now_ms=now_ms())
+        self._commit_restored(store, last + 1, topic_id)
         self.restored_records = count
+
+    def _commit_restored(self, store: PartitionStore, next_offset: int, topic_id: str) -> None:
+        # Restored state is the committed changelog's: it reflects the stable committed offset.
+        store.kv.commit(
+            {self.partition: next_offset},
+            topic_id=topic_id,
+            now_ms=now_ms(),
+            input_offsets={self.partition: self.start_offset},
+        )
 
     def changelog_topic_id(self) -> str:
         return f"{self.topics.changelog}/{self.settings.partitions}"
@@ -235,7 +255,12 @@ class PartitionTask:
         """Kafka committed the batch: make the store's writes durable with the new checkpoint."""
         assert self.store is not None
         checkpoint = {self.partition: self.changelog_next} if self.changelog_next is not None else None
-        self.store.kv.commit(checkpoint, topic_id=self.changelog_topic_id(), now_ms=now_ms())
+        self.store.kv.commit(
+            checkpoint,
+            topic_id=self.changelog_topic_id(),
+            now_ms=now_ms(),
+            input_offsets={self.partition: self.committed_offset},
+        )
 
     def rollback_store(self) -> None:
         """The batch was aborted: back to the last committed state."""

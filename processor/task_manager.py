@@ -73,6 +73,24 @@ class TaskManager:
                 owned=sorted(self.tasks),
             )
 
+    def restart_all(self, consumer: Consumer, why: str) -> None:
+        """Close every task and restore it again, the partitions kept: after the transactional
+        producer was replaced, what this processor believes committed may not be (Kafka has
+        lost a confirmed commit across a broker restart). Restoring re-reads the stable
+        committed offset, and a store ahead of it is rebuilt (see kafka_core.changelog_store)."""
+        if not self.tasks:
+            return
+        partitions = [TopicPartition(self.topic, p) for p in sorted(self.tasks)]
+        consumer.pause(partitions)
+        for tp in partitions:
+            old = self.tasks.pop(tp.partition)
+            self._close(old)
+            task = PartitionTask(tp.partition, self.settings, self.state_dir)
+            task.poison = old.poison
+            self.tasks[tp.partition] = task
+            self._to_restore.put(task)
+        log.warning("tasks.restarting", why=why, partitions=sorted(self.tasks))
+
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._give_up(partitions, "revoked")
 

@@ -55,6 +55,7 @@ class TransactionalProducer:
         self._abandoned: list[Producer] = []  # kept alive: destroying them would block
         self._replacements: list[float] = []
         self.outage = False
+        self.generation = 0  # replacements so far: the owner re-restores its tasks after one
         self.producer: Producer = self._create()
 
     # -- calls ----------------------------------------------------------------------------------
@@ -77,10 +78,15 @@ class TransactionalProducer:
         self._call("init_transactions", lambda: producer.init_transactions(CALL_TIMEOUT_S))
         return producer
 
+    def replace_if_outage(self) -> bool:
+        """After an outage, a new producer before the next transaction."""
+        if not self.outage:
+            return False
+        self.outage = False
+        self.replace("Kafka was unreachable: replaced before it is used again")
+        return True
+
     def begin(self) -> None:
-        if self.outage:
-            self.outage = False
-            self.replace("Kafka was unreachable: replaced before it is used again")
         self.producer.begin_transaction()
 
     def send_offsets(self, offsets: list[TopicPartition], group_metadata: Any) -> None:
@@ -133,7 +139,8 @@ class TransactionalProducer:
         while not self._stopping():
             try:
                 self.producer = self._create()
-                log.info("processor.producer_replaced")
+                self.generation += 1
+                log.info("processor.producer_replaced", generation=self.generation)
                 return
             except (KafkaException, Wedged) as e:
                 log.warning("processor.producer_init_failed", error=describe(e), retry_in_s=delay)

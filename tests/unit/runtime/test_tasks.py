@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import TopicPartition
 
-from kafka_core.changelog_store import ChangelogStore
+from kafka_core.changelog_store import ChangelogStore, Checkpoint
 from processor.apply import apply_records
 from processor.state_dir import StateDirectory
 from processor.storage import PartitionStore
@@ -67,6 +67,27 @@ def test_a_failed_restore_is_retried_while_the_partition_is_owned() -> None:
     assert manager._to_restore.get_nowait() is retry
 
 
+def test_after_a_producer_replacement_every_task_restores_again() -> None:
+    closed: list[int] = []
+    manager = TaskManager(SETTINGS, None, on_closed=lambda t: closed.append(t.partition))
+    consumer = FakeConsumer()
+    manager.on_assign(consumer, [TopicPartition("t.commands", p) for p in (0, 1)])  # type: ignore[arg-type]
+    while not manager._to_restore.empty():
+        manager._to_restore.get_nowait()
+    old = {0: running_task(0), 1: manager.tasks[1]}
+    old[1].state = TaskState.RESTORING
+    old[0].poison[3] = "bad"
+    manager.tasks[0] = old[0]
+    consumer.paused.clear()
+    manager.restart_all(consumer, "replaced")  # type: ignore[arg-type]
+    assert consumer.paused == {0, 1} and consumer.assigned == [0, 1]  # kept, not re-assigned
+    assert sorted(closed) == [0, 1]  # their attempts cancelled
+    assert old[0].state == TaskState.CLOSED and old[1].closing  # the restorer closes the other
+    fresh = [manager._to_restore.get_nowait() for _ in range(2)]
+    assert fresh == [manager.tasks[0], manager.tasks[1]]
+    assert all(t.state == TaskState.CREATED for t in fresh) and fresh[0].poison == {3: "bad"}
+
+
 def test_store_commits_only_with_kafka_and_keeps_a_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "p0.sqlite"
     task = running_task(0)
@@ -80,6 +101,7 @@ def test_store_commits_only_with_kafka_and_keeps_a_checkpoint(tmp_path: Path) ->
     producer.begin_transaction()
     apply_records(task, [record(0, 0, invoke(inv=inv))], producer)
     producer.commit_transaction()
+    task.committed_offset = 1
     task.commit_store()
     written = len([r for r in producer.produced if r.topic == "t.changelog"])
     assert task.changelog_next == written
@@ -87,6 +109,7 @@ def test_store_commits_only_with_kafka_and_keeps_a_checkpoint(tmp_path: Path) ->
     reopened = PartitionStore(0, ChangelogStore(path))  # a restart: the copy and its checkpoint
     assert reopened.status(inv) is not None and reopened.invoked() == [inv]
     assert reopened.kv.checkpoint(0).offset == written  # type: ignore[union-attr]
+    assert reopened.kv.checkpoint(0).input_offset == 1  # type: ignore[union-attr]  # the commands read
 
 
 def test_a_checkpoint_is_trusted_only_for_the_same_topic_recent_and_in_range(tmp_path: Path) -> None:
@@ -104,6 +127,57 @@ def test_a_checkpoint_is_trusted_only_for_the_same_topic_recent_and_in_range(tmp
     assert resume(low=60) is None  # records we never read were deleted
     assert resume(now_ms=1_000 + day) is None  # tombstones we never saw may be gone
     assert kv.resume_offset(1, low=0, high=1, topic_id="t.changelog/4", max_age_ms=day, now_ms=2_000) is None
+
+
+def test_a_checkpoint_ahead_of_the_committed_input_offset_is_not_trusted(tmp_path: Path) -> None:
+    """Kafka lost a transaction whose commit it had confirmed (a broker restarted right after):
+    the store committed with it is ahead of the group's committed offset, and is rebuilt."""
+    kv = ChangelogStore(tmp_path / "s.sqlite")
+    kv.commit({0: 50}, topic_id="t.changelog/4", now_ms=1_000, input_offsets={0: 45})
+    day = 24 * 3600 * 1000
+
+    def resume(committed_input: int | None) -> int | None:
+        return kv.resume_offset(
+            0,
+            low=0,
+            high=80,
+            topic_id="t.changelog/4",
+            max_age_ms=day,
+            now_ms=2_000,
+            committed_input=committed_input,
+        )
+
+    assert resume(45) == 50
+    assert resume(60) == 50  # behind Kafka is fine: the changelog's tail is restored
+    assert resume(44) is None  # the transaction that took it to 45 never committed
+    assert resume(None) == 50  # a store that follows no input (the admin's copy)
+    kv.commit(input_offsets={0: 47})  # a batch that wrote no changelog records
+    assert kv.checkpoint(0) is not None and kv.checkpoint(0).offset == 50  # type: ignore[union-attr]
+    assert resume(46) is None
+
+
+def test_a_store_of_an_older_layout_is_rebuilt(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+        CREATE TABLE checkpoints (partition INTEGER PRIMARY KEY, offset INTEGER NOT NULL,
+            written_at_ms INTEGER NOT NULL, topic_id TEXT NOT NULL);
+        CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO kv VALUES ('a', x'01');
+        INSERT INTO checkpoints VALUES (0, 50, 1000, 't.changelog/4');
+        INSERT INTO meta VALUES ('schema', '1');
+        """
+    )
+    db.commit()
+    db.close()
+    kv = ChangelogStore(path)
+    assert kv.checkpoint(0) is None and kv.get("a") is None  # restored from the changelog instead
+    kv.commit({0: 5}, topic_id="t.changelog/4", now_ms=1, input_offsets={0: 2})
+    assert kv.checkpoint(0) == Checkpoint(5, 1, "t.changelog/4", 2)
 
 
 def test_timers_load_in_batches_and_fire_in_order() -> None:
