@@ -10,6 +10,7 @@ the ingress's `/restate/health`, and the processor's consumer group holding ever
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import signal
 import socket
@@ -129,8 +130,10 @@ class Readiness:
         """Before the broker stops: librdkafka's destroy of an admin client can block for good once
         its broker is gone (seen as `kinvoke dev` hanging after Ctrl-C)."""
         self.http.close()
-        admin, self._admin = self._admin, None
-        del admin  # the last reference: destroyed here, while the broker still answers
+        self._admin = None
+        # Admin clients left in reference cycles (a future and its callbacks hold them) would
+        # be destroyed by a later garbage collection, after the broker stopped: collect now.
+        gc.collect()
 
     def _answers(self, url: str) -> bool:
         try:
