@@ -101,13 +101,20 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+TAIL_FETCH_WAIT_MS = 5000
+
+
 @contextlib.contextmanager
 def tail_consumer(
     settings: Settings, group_id: str, factory: Callable[[dict[str, Any]], Consumer] = Consumer, **extra: Any
 ) -> Iterator[Consumer]:
     """A read_committed consumer that assigns its partitions itself (it never joins `group_id`),
     closed however the caller ends. Reset to the earliest record only if a position is gone
-    (the broker lost its data)."""
+    (the broker lost its data).
+
+    Its fetches wait up to 5 s at the end of the log: the broker answers as soon as a record
+    (or a commit marker) arrives, so this only makes idle followers cheap (every idle fetch
+    costs the broker; 500 ms, librdkafka's default, doubled an idle stack's CPU)."""
     consumer = factory(
         client_config(
             settings,
@@ -116,6 +123,7 @@ def tail_consumer(
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": TAIL_FETCH_WAIT_MS,
                 **extra,
             },
         )

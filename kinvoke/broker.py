@@ -465,6 +465,9 @@ class KafkaBroker(_Process):
             "group.initial.rebalance.delay.ms": "0",
             "group.min.session.timeout.ms": "1000",
             "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
+            # KRaft appends a no-op record to the metadata log when idle (every 500 ms by
+            # default) so metadata readers see progress; one node needs it far less often.
+            "metadata.max.idle.interval.ms": "5000",
             # The log cleaner's dedupe buffer is on the heap (default 128 MB of the 512 MB).
             "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
             # Topics the clients produce to are created on first use (Kafka's default, kept).
