@@ -124,13 +124,19 @@ def test_invokes_and_source_offsets_are_committed_in_one_transaction(
     assert consumer.transactions >= 1
 
 
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        ("commit_transaction", KafkaError(KafkaError._STATE, "test: abortable", txn_requires_abort=True)),
+        ("send_offsets_to_transaction", KafkaError(KafkaError.REBALANCE_IN_PROGRESS, "test: rebalance")),
+    ],
+    ids=["abortable", "rebalance"],
+)
 def test_an_abortable_error_aborts_and_reads_the_batch_again(
-    cluster: FakeCluster, consumer: SubscriptionConsumer
+    cluster: FakeCluster, consumer: SubscriptionConsumer, call: str, error: KafkaError
 ) -> None:
     source, producer = started(cluster)
-    producer.fail_calls["commit_transaction"] = [
-        KafkaError(KafkaError._STATE, "test: abortable", txn_requires_abort=True)
-    ]
+    producer.fail_calls[call] = [error]
     for i in range(3):
         cluster.append("orders", f"k{i}".encode(), b'"x"', partition=1)
     eventually(lambda: committed(cluster) == {1: 3})
