@@ -265,8 +265,12 @@ class SubscriptionConsumer:
             return
         self.transactions += 1
         if not same_cluster:
-            # Another cluster: after the transaction; a crash before this re-reads the batch.
-            consumer.commit(offsets=offsets, asynchronous=False)
+            # Another cluster: after the transaction. If this fails (a rebalance, say) the batch
+            # may be read again, by us or the partition's next owner: the same invocation ids.
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as e:
+                log.warning("subscription.commit_failed", subscription=self.sub.id, error=describe(e))
         log.debug("subscription.committed", subscription=self.sub.id, records=len(records), offsets=after)
 
     def _write(self, msg: Message, registry: Registry, producer: Producer) -> None:

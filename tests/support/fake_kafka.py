@@ -118,6 +118,7 @@ class FakeConsumer:
         self.stored: dict[tuple[str, int], int] = {}
         self.fail_polls: list[BaseException] = []  # raised by the next polls, one each
         self.seeks: list[tuple[str, int, int]] = []
+        self.fail_commits: list[KafkaError] = []  # raised by the next commits, one each
         self.closed = False
 
     @property
@@ -136,6 +137,8 @@ class FakeConsumer:
         self.positions[(tp.topic, tp.partition)] = tp.offset
 
     def commit(self, offsets: list[TopicPartition] | None = None, asynchronous: bool = True) -> None:
+        if self.fail_commits:
+            raise KafkaException(self.fail_commits.pop(0))
         for tp in offsets or []:
             self.cluster.committed[(self.group, tp.topic, tp.partition)] = tp.offset
 

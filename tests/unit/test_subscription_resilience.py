@@ -210,12 +210,20 @@ def test_a_topic_on_another_cluster_commits_its_offsets_after_the_transaction(
     c = SubscriptionConsumer(SETTINGS, SUB, metadata, TXN_ID)  # type: ignore[arg-type]
     c.start()
     try:
-        _, producer = started(cluster)
+        source, producer = started(cluster)
         cluster.append("orders", b"k0", b'"x"', partition=0)
         eventually(lambda: committed(cluster) == {0: 1})
         assert invokes(cluster) == [(0, 0)]
         assert "commit_transaction" in producer.calls
         assert "send_offsets_to_transaction" not in producer.calls
+        # A failed commit (a rebalance, say) is not a crash: the next batch's commit covers it.
+        source.fail_commits.append(KafkaError(KafkaError.REBALANCE_IN_PROGRESS, "test: rebalance"))
+        cluster.append("orders", b"k1", b'"x"', partition=0)
+        eventually(lambda: invokes(cluster) == [(0, 0), (0, 1)] and not source.fail_commits)
+        assert committed(cluster) == {0: 1}
+        cluster.append("orders", b"k2", b'"x"', partition=0)
+        eventually(lambda: committed(cluster) == {0: 3})
+        assert len(cluster.consumers) == 1 and c.health() is None
     finally:
         c.stop()
 
