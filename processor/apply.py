@@ -127,16 +127,34 @@ def _write_changelog(task: PartitionTask, writes: list[tuple[str, bytes | None]]
     sink.produce(topic, key=key.encode(), value=value, partition=task.partition, on_delivery=on_delivery)
 
 
-def dead_letter(topics: Topics, partition: int, msg: Message, reason: str, sink: Sink) -> None:
-    log.warning("command.dead_letter", partition=partition, offset=msg.offset(), reason=reason)
+def dead_letter(
+    topics: Topics,
+    partition: int,
+    msg: Message,
+    reason: str,
+    sink: Sink,
+    *,
+    source_topic: str | None = None,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """`msg` as it was (key, value, headers) onto `commands.dlq`, with the reason and where it came
+    from (`source_topic`, `commands` unless a subscription's topic) in `kinvoke.dlq.*` headers."""
+    log.warning(
+        "command.dead_letter",
+        topic=source_topic or topics.commands,
+        partition=partition,
+        offset=msg.offset(),
+        reason=reason,
+    )
     original = msg.headers() or []
     headers: list[tuple[str, str | bytes | None]] = list(
         original.items() if isinstance(original, dict) else original
     )
     headers += [
         ("kinvoke.dlq.reason", reason.encode()),
-        ("kinvoke.dlq.topic", topics.commands.encode()),
+        ("kinvoke.dlq.topic", (source_topic or topics.commands).encode()),
         ("kinvoke.dlq.partition", str(partition).encode()),
         ("kinvoke.dlq.offset", str(msg.offset()).encode()),
     ]
+    headers += [(name, value.encode()) for name, value in extra]
     sink.produce(topics.commands_dlq, key=msg.key(), value=msg.value(), headers=headers)

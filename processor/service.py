@@ -90,7 +90,7 @@ class ProcessorService:
             settings,
         )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
-        self.subscriptions = SubscriptionRunner(settings, self.metadata)
+        self.subscriptions = SubscriptionRunner(settings, self.metadata, self.transactional_id)
         self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
         self._barriers: dict[int, str] = {}  # partition -> nonce of the barrier we wait for
         self.consumer: Consumer | None = None

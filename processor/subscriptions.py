@@ -1,33 +1,47 @@
 """Kafka subscriptions: each record of a subscribed topic becomes an Invoke on `commands`.
 
 Every processor runs the consumers of every subscription, in the subscription's consumer group,
-so Kafka spreads the topic's partitions over the processors. Delivery is at least once and
-enqueueing exactly once: the invocation id is derived from (subscription, topic, partition,
-offset), so a record read twice yields the same Invoke, which the state machine runs once. An
-offset is stored for commit only after its Invoke is durably in `commands`.
+so Kafka spreads the topic's partitions over the processors. Exactly once (KIP-447): a batch of
+records is one transaction of the consumer's own transactional producer that writes their
+Invokes (or dead letters) and commits the batch's source offsets with the consumer's group
+metadata, so an offset is committed exactly when everything before it is written, whatever order
+the writes complete in, and a zombie member cannot commit once the group has moved on.
+
+A subscription on another Kafka cluster than kinvoke's cannot commit its offsets in kinvoke's
+transaction: they are committed right after it, and a crash between the two re-reads the batch.
+That is still safe for the Invokes, whose ids are derived from (subscription, topic, partition,
+offset): a record read twice yields the same Invoke, which the state machine runs once.
+
+A record with no target to invoke (the service or handler does not exist, was removed since the
+subscription was made, or an object's key is not UTF-8) goes to `{prefix}.commands.dlq` — the
+commands' dead-letter topic, one for every subscription — with the reason, in the same
+transaction, and `kinvoke.dlq.topic`/`partition`/`offset`/`subscription` headers saying where from.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from kafka_core.errors import describe_error
-from kafka_core.kafka import partition_offset, producer_config
+from kafka_core.errors import Disposition, classify, describe
+from kafka_core.kafka import partition_offset, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
 from kafka_core.options import invocation_options
 from kafka_core.supervision import (
     KafkaLink,
     SupervisedThread,
     join_problems,
+    retry_until_stopped,
 )
+from processor.apply import dead_letter
+from processor.transactions import TransactionalProducer, Wedged
 from schemas.ids import InvocationId, partition_key_of
 from schemas.partitioner import routing_key
 from schemas.records import Command, Header, InvocationTarget, Invoke, InvokedBy, InvokedByKind, ServiceType
@@ -37,24 +51,26 @@ from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 
+MAX_BATCH = 500  # records per transaction
+
 
 def invocation_for(
     sub: SubscriptionRecord, registry: Registry, msg: Message, settings: Settings | None = None
-) -> Invoke | None:
-    """The Invoke for one record, or None (with a log line) when it cannot be one."""
+) -> Invoke | str:
+    """The Invoke for one record, or why it cannot be one (the record is then dead-lettered)."""
     service, handler = sub.service_and_handler
     svc = registry.service(service)
+    if svc is None:
+        return f"subscription {sub.id}: the target service {service} does not exist"
     h = registry.handler(service, handler)
-    if svc is None or h is None:
-        log.warning("subscription.sink_missing", subscription=sub.id, sink=sub.sink)
-        return None
+    if h is None:
+        return f"subscription {sub.id}: the target service {service} has no handler {handler}"
     key: str | None = None
     if svc.service_type != ServiceType.SERVICE:
         try:
             key = (msg.key() or b"").decode()
         except UnicodeDecodeError:
-            log.warning("subscription.key_not_utf8", subscription=sub.id, offset=msg.offset())
-            return None
+            return f"subscription {sub.id}: the record's key is not UTF-8, so not a key of {service}"
     digest = hashlib.sha256(f"{sub.id},{msg.topic()},{msg.partition()},{msg.offset()}".encode()).digest()
     pk = partition_key_of(key) if key is not None else int.from_bytes(digest[16:24], "big")
     invocation_id = InvocationId(pk, int.from_bytes(digest[:16], "big"))
@@ -82,79 +98,54 @@ def invocation_for(
     )
 
 
-class _Watermarks:
-    """Per source partition, the offset that may be committed: the lowest offset whose Invoke is
-    not yet in `commands`, else one past the highest delivered. Delivery reports come per
-    `commands` partition, so a later record can be delivered before an earlier one; storing each
-    record's own offset would then commit past a record whose Invoke was never written."""
-
-    def __init__(self) -> None:
-        self._in_flight: dict[int, set[int]] = {}
-        self._high: dict[int, int] = {}  # one past the highest delivered offset
-        self._stored: dict[int, int] = {}
-
-    def sent(self, partition: int, offset: int) -> None:
-        self._in_flight.setdefault(partition, set()).add(offset)
-
-    def delivered(self, partition: int, offset: int) -> int | None:
-        """Record `offset` as written; the partition's committable offset if it moved, else None."""
-        in_flight = self._in_flight.setdefault(partition, set())
-        in_flight.discard(offset)
-        self._high[partition] = max(self._high.get(partition, -1), offset + 1)
-        committable = min(in_flight) if in_flight else self._high[partition]
-        if committable > self._stored.get(partition, -1):
-            self._stored[partition] = committable
-            return committable
-        return None
-
-    def forget(self, partition: int) -> None:
-        for table in (self._in_flight, self._high, self._stored):
-            table.pop(partition, None)
-
-
-class DeliveryFailed(Exception):
-    """An Invoke for a subscription record was not written: the consumer restarts from the
-    last committed offset, which is before that record."""
-
-
 class SubscriptionConsumer:
-    """One subscription's consumer, in its own supervised thread.
+    """One subscription's consumer and transactional producer, in its own supervised thread.
 
-    A crash (a fatal producer or consumer error, an Invoke that could not be written) closes
-    both clients (committing the offsets whose Invokes are written) and starts new ones, which
-    resume from the committed offsets: no record is skipped, and one read twice enqueues the same
-    invocation.
+    A failed transaction is aborted and the consumer sought back to the batch's first records
+    (the last committed offsets), so the batch is read and written again; a fenced or fatal
+    producer is replaced first (same transactional id). A crash of the thread closes both clients
+    and starts new ones, which resume from the committed offsets.
     """
 
-    def __init__(self, settings: Settings, sub: SubscriptionRecord, metadata: MetadataView) -> None:
+    def __init__(
+        self, settings: Settings, sub: SubscriptionRecord, metadata: MetadataView, transactional_id: str
+    ) -> None:
         self.sub = sub
         self._settings = settings
         self._metadata = metadata
-        self._commands = Topics(settings.topic_prefix).commands
+        self._topics = Topics(settings.topic_prefix)
+        self.transactional_id = transactional_id
         cluster, self.topic = sub.cluster_and_topic
-        props: dict[str, str | bool] = {
+        props: dict[str, Any] = {
             "auto.offset.reset": "latest",
             **metadata.registry().clusters[cluster].properties,
             **sub.options,
         }
-        # Offsets are stored by us, once the Invoke is in `commands`; committing them is automatic.
-        props.update({"enable.auto.commit": True, "enable.auto.offset.store": False})
+        # Offsets are committed by the transaction (or right after it); only committed records
+        # of a transactional source are read.
+        props.update(
+            {
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "isolation.level": "read_committed",
+            }
+        )
         self._props = props
         self._consumer_link = KafkaLink(f"subscription {sub.id} consumer")
         self._producer_link = KafkaLink(f"subscription {sub.id} producer")
         # Made here, so a configuration librdkafka refuses fails the start (the runner retries it
         # later) instead of crash-looping the supervised thread until the process gives up.
-        self._clients: tuple[Consumer, Producer] | None = self._new_clients()
+        self._consumer: Consumer | None = self._new_consumer()
         self._supervisor = SupervisedThread(f"subscription-{sub.id}", self._run, auto_up=False)
+        self.transactions = 0
 
     def start(self) -> None:
         self._supervisor.start()
 
     def stop(self) -> None:
         self._supervisor.stop(10.0)
-        if self._clients is not None:  # never started: close what __init__ made
-            consumer, _producer = self._clients
-            self._clients = None
+        if self._consumer is not None:  # never started: close what __init__ made
+            consumer, self._consumer = self._consumer, None
             consumer.close()
 
     def health(self) -> str | None:
@@ -162,113 +153,181 @@ class SubscriptionConsumer:
             self._supervisor.health(), self._consumer_link.problem(), self._producer_link.problem()
         )
 
-    def _new_clients(self) -> tuple[Consumer, Producer]:
+    def _new_consumer(self) -> Consumer:
         self._consumer_link = KafkaLink(f"subscription {self.sub.id} consumer")
+        return Consumer({**self._props, **self._consumer_link.config()})
+
+    def _new_txn(self, stop: threading.Event) -> TransactionalProducer:
         self._producer_link = KafkaLink(f"subscription {self.sub.id} producer")
-        consumer = Consumer({**self._props, **self._consumer_link.config()})
-        producer = Producer(producer_config(self._settings, **self._producer_link.config()))
-        return consumer, producer
+        config = producer_config(
+            self._settings,
+            **{
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": self._settings.processor_transaction_timeout_ms,
+                "linger.ms": 0,
+                **self._producer_link.config(),
+            },
+        )
+        return TransactionalProducer(Producer, config, stopping=stop.is_set)
 
     def _run(self, stop: threading.Event) -> None:
-        consumer, producer = self._clients or self._new_clients()
-        self._clients = None  # a restart makes new ones
-        marks = _Watermarks()
-        failures: list[str] = []
-
-        def store(partition: int, offset: int) -> None:
-            try:
-                consumer.store_offsets(offsets=[TopicPartition(self.topic, partition, offset)])
-            except KafkaException as e:  # the partition has moved to another member meanwhile
-                log.info("subscription.offset_not_stored", subscription=self.sub.id, error=str(e))
-
-        def on_delivery(err: KafkaError | None, _msg: Message, partition: int, offset: int) -> None:
-            if err is not None:
-                failures.append(
-                    f"the Invoke for {self.topic}[{partition}]@{offset} was not written: "
-                    f"{describe_error(err)}"
-                )
-                return
-            committable = marks.delivered(partition, offset)
-            if committable is not None:
-                store(partition, committable)
-
-        def on_revoke(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            # Deliveries first, so the offsets of written Invokes are stored before the partitions go.
-            producer.flush(10.0)
-            for tp in partitions:
-                marks.forget(tp.partition)
-
+        consumer = self._consumer or self._new_consumer()
+        self._consumer = None  # a restart makes a new one
+        txn: TransactionalProducer | None = None
         try:
-            consumer.subscribe([self.topic], on_revoke=on_revoke, on_lost=on_revoke)
+            txn = retry_until_stopped(
+                stop, self._supervisor, "start the subscription's transactions", lambda: self._new_txn(stop)
+            )
+            if txn is None:
+                return  # stopping
+            producer = txn.producer
+            same_cluster = retry_until_stopped(
+                stop, self._supervisor, "read the cluster ids", lambda: self._same_cluster(consumer, producer)
+            )
+            if same_cluster is None:
+                return
+            consumer.subscribe([self.topic])
             self._supervisor.mark_up()
             log.info(
                 "subscription.started",
                 subscription=self.sub.id,
                 topic=self.topic,
                 sink=self.sub.sink,
+                transactional_id=self.transactional_id,
+                offsets_in_transaction=same_cluster,
                 restarts=self._supervisor.restarts,
             )
             while not stop.is_set():
-                if failures:
-                    raise DeliveryFailed(failures[0])
-                for link in (self._consumer_link, self._producer_link):
-                    if link.fatal_error is not None:
-                        raise KafkaException(link.fatal_error)
-                msg = consumer.poll(0.2)
-                producer.poll(0)
-                if msg is None:
-                    self._consumer_link.probe(consumer, self.topic)
-                    self._producer_link.probe(producer, self._commands)
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise KafkaException(err)
-                    self._consumer_link.error_cb(err)  # logged, at most once a while per kind
-                    continue
-                self._consumer_link.mark_reachable()
-                self._enqueue(msg, producer, marks, on_delivery, store)
+                if self._consumer_link.fatal_error is not None:
+                    raise KafkaException(self._consumer_link.fatal_error)
+                if self._producer_link.fatal_error is not None:
+                    self._producer_link.fatal_error = None
+                    txn.replace("fatal producer error")
+                txn.replace_if_outage()
+                records = self._poll(consumer, txn)
+                if records:
+                    self._transact(consumer, txn, records, same_cluster)
         finally:
             try:
-                left = producer.flush(10.0)
-                if left:
-                    log.warning("subscription.unflushed", subscription=self.sub.id, records=left)
+                if txn is not None:
+                    txn.close()
             finally:
                 try:
-                    consumer.close()  # commits the stored offsets
+                    consumer.close()
                 except Exception:  # noqa: BLE001 - a broken consumer may not close cleanly
                     log.warning("subscription.close_failed", subscription=self.sub.id, exc_info=True)
 
-    def _enqueue(
-        self,
-        msg: Message,
-        producer: Producer,
-        marks: _Watermarks,
-        on_delivery: Callable[[KafkaError | None, Message, int, int], None],
-        store: Callable[[int, int], None],
+    def _same_cluster(self, consumer: Consumer, producer: Producer) -> bool:
+        """Whether the subscription's topic is on kinvoke's own cluster: its offsets can then be
+        committed in kinvoke's transaction."""
+        theirs = consumer.list_topics(self.topic, timeout=10).cluster_id
+        ours = producer.list_topics(self._topics.commands, timeout=10).cluster_id
+        return theirs is not None and theirs == ours
+
+    def _poll(self, consumer: Consumer, txn: TransactionalProducer) -> list[Message]:
+        records: list[Message] = []
+        for msg in poll_batch(consumer, 0.2, MAX_BATCH):
+            err = msg.error()
+            if err is None:
+                records.append(msg)
+            elif err.fatal():
+                raise KafkaException(err)
+            else:
+                self._consumer_link.error_cb(err)  # logged, at most once a while per kind
+        if records:
+            self._consumer_link.mark_reachable()
+        else:
+            self._consumer_link.probe(consumer, self.topic)
+            self._producer_link.probe(txn.producer, self._topics.commands)
+        return records
+
+    def _transact(
+        self, consumer: Consumer, txn: TransactionalProducer, records: list[Message], same_cluster: bool
     ) -> None:
-        partition, offset = partition_offset(msg)
-        invoke = invocation_for(self.sub, self._metadata.registry(), msg, self._settings)
-        marks.sent(partition, offset)
-        if invoke is None:  # nothing to run for it: do not read it again
-            committable = marks.delivered(partition, offset)
-            if committable is not None:
-                store(partition, committable)
+        """One transaction: the records' Invokes or dead letters, and the offsets after them."""
+        first: dict[int, int] = {}
+        after: dict[int, int] = {}
+        for msg in records:
+            partition, offset = partition_offset(msg)
+            first.setdefault(partition, offset)
+            after[partition] = offset + 1
+        offsets = [TopicPartition(self.topic, p, o) for p, o in sorted(after.items())]
+        registry = self._metadata.registry()
+        try:
+            txn.begin()
+            for msg in records:
+                self._write(msg, registry, txn.producer)
+            if same_cluster:
+                txn.send_offsets(offsets, consumer.consumer_group_metadata())
+            txn.commit()
+        except (KafkaException, Wedged) as e:
+            self._recover(e, consumer, txn, first)
             return
-        pk = InvocationId.parse(invoke.invocation_id).partition_key
-        command = Command(timestamp_ms=int(time.time() * 1000), body=invoke)
+        self.transactions += 1
+        if not same_cluster:
+            # Another cluster: after the transaction. If this fails (a rebalance, say) the batch
+            # may be read again, by us or the partition's next owner: the same invocation ids.
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as e:
+                log.warning("subscription.commit_failed", subscription=self.sub.id, error=describe(e))
+        log.debug("subscription.committed", subscription=self.sub.id, records=len(records), offsets=after)
+
+    def _write(self, msg: Message, registry: Registry, producer: Producer) -> None:
+        invoke = invocation_for(self.sub, registry, msg, self._settings)
         while True:
             try:
-                producer.produce(
-                    self._commands,
-                    key=routing_key(pk),
-                    value=command.encode(),
-                    on_delivery=functools.partial(_delivered, on_delivery, partition, offset),
-                )
-                break
+                if isinstance(invoke, str):
+                    partition, _ = partition_offset(msg)
+                    dead_letter(
+                        self._topics,
+                        partition,
+                        msg,
+                        invoke,
+                        producer,
+                        source_topic=self.topic,
+                        extra=(("kinvoke.dlq.subscription", self.sub.id),),
+                    )
+                else:
+                    pk = InvocationId.parse(invoke.invocation_id).partition_key
+                    command = Command(timestamp_ms=int(time.time() * 1000), body=invoke)
+                    producer.produce(self._topics.commands, key=routing_key(pk), value=command.encode())
+                return
             except BufferError:  # the producer's queue is full: let it drain
                 producer.poll(0.5)
-        producer.poll(0)
+
+    def _recover(
+        self,
+        e: KafkaException | Wedged,
+        consumer: Consumer,
+        txn: TransactionalProducer,
+        first: dict[int, int],
+    ) -> None:
+        """Abort (or replace a fenced/fatal producer, which aborts), then read the batch again."""
+        disposition = Disposition.FATAL if isinstance(e, Wedged) else classify(e)
+        log.warning(
+            "subscription.transaction_failed",
+            subscription=self.sub.id,
+            error=describe(e),
+            disposition=disposition.value,
+        )
+        if disposition in (Disposition.FENCED, Disposition.FATAL):
+            txn.replace(describe(e))
+        else:
+            try:
+                txn.abort()
+            except (KafkaException, Wedged) as abort_error:
+                txn.replace(f"abort failed: {describe(abort_error)}")
+        for partition, offset in sorted(first.items()):
+            try:
+                consumer.seek(TopicPartition(self.topic, partition, offset))
+            except KafkaException as seek_error:  # revoked meanwhile: its next owner reads it
+                log.info(
+                    "subscription.seek_skipped",
+                    subscription=self.sub.id,
+                    partition=partition,
+                    error=describe(seek_error),
+                )
 
 
 class SubscriptionRunner:
@@ -276,9 +335,14 @@ class SubscriptionRunner:
 
     RETRY_START_S = 10.0
 
-    def __init__(self, settings: Settings, metadata: MetadataView) -> None:
+    def __init__(
+        self, settings: Settings, metadata: MetadataView, transactional_id: Callable[[], str]
+    ) -> None:
+        """`transactional_id()`: the processor's own (unique per processor, known once it has
+        claimed its slot); each subscription's producer adds the subscription's id to it."""
         self._settings = settings
         self._metadata = metadata
+        self._transactional_id = transactional_id
         self._running: dict[str, SubscriptionConsumer] = {}
         self._retry_at: dict[str, float] = {}
         self._supervisor = SupervisedThread("subscriptions", self._run)
@@ -310,7 +374,9 @@ class SubscriptionRunner:
             if sub_id in self._running or now < self._retry_at.get(sub_id, 0.0):
                 continue
             try:
-                consumer = SubscriptionConsumer(self._settings, sub, self._metadata)
+                consumer = SubscriptionConsumer(
+                    self._settings, sub, self._metadata, f"{self._transactional_id()}-{sub_id}"
+                )
             except Exception:
                 log.exception("subscription.start_failed", subscription=sub_id, retry_in_s=self.RETRY_START_S)
                 self._retry_at[sub_id] = now + self.RETRY_START_S
@@ -318,14 +384,3 @@ class SubscriptionRunner:
             self._retry_at.pop(sub_id, None)
             consumer.start()
             self._running[sub_id] = consumer
-
-
-def _delivered(
-    then: Callable[[KafkaError | None, Message, int, int], None],
-    partition: int,
-    offset: int,
-    err: KafkaError | None,
-    msg: Message,
-) -> None:
-    """A delivery report, told which source record (partition, offset) the Invoke came from."""
-    then(err, msg, partition, offset)

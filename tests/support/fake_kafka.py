@@ -67,18 +67,25 @@ class FakeCluster:
     consumers: list[FakeConsumer] = field(default_factory=list)
     producers: list[FakeProducer] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    cluster_id: str = "fake-cluster"
+    consumer_cluster_id: str | None = None  # what consumers see, when "another cluster"
 
     def create(self, topic: str, partitions: int = 1) -> None:
         self.topics.setdefault(topic, [[] for _ in range(partitions)])
 
     def append(
-        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
     ) -> FakeMessage:
         with self.lock:
             parts = self.topics[topic]
             if partition is None:
                 partition = zlib.crc32(key or b"") % len(parts)
-            msg = FakeMessage(topic, partition, len(parts[partition]), key, value)
+            msg = FakeMessage(topic, partition, len(parts[partition]), key, value, _headers=headers)
             parts[partition].append(msg)
             return msg
 
@@ -92,12 +99,13 @@ class FakeCluster:
         self.producers.append(producer)
         return producer
 
-    def metadata(self, topic: str) -> SimpleNamespace:
+    def metadata(self, topic: str, cluster_id: str | None = None) -> SimpleNamespace:
         parts = self.topics.get(topic)
         if parts is None:
-            return SimpleNamespace(topics={})
+            return SimpleNamespace(topics={}, cluster_id=cluster_id or self.cluster_id)
         return SimpleNamespace(
-            topics={topic: SimpleNamespace(partitions={p: None for p in range(len(parts))}, error=None)}
+            topics={topic: SimpleNamespace(partitions={p: None for p in range(len(parts))}, error=None)},
+            cluster_id=cluster_id or self.cluster_id,
         )
 
 
@@ -109,6 +117,8 @@ class FakeConsumer:
         self.assigned_at: list[TopicPartition] = []  # what `assign`/`subscribe` started from
         self.stored: dict[tuple[str, int], int] = {}
         self.fail_polls: list[BaseException] = []  # raised by the next polls, one each
+        self.seeks: list[tuple[str, int, int]] = []
+        self.fail_commits: list[KafkaError] = []  # raised by the next commits, one each
         self.closed = False
 
     @property
@@ -117,7 +127,20 @@ class FakeConsumer:
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> SimpleNamespace:
         assert topic is not None
-        return self.cluster.metadata(topic)
+        return self.cluster.metadata(topic, self.cluster.consumer_cluster_id)
+
+    def consumer_group_metadata(self) -> str:
+        return self.group
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+        self.positions[(tp.topic, tp.partition)] = tp.offset
+
+    def commit(self, offsets: list[TopicPartition] | None = None, asynchronous: bool = True) -> None:
+        if self.fail_commits:
+            raise KafkaException(self.fail_commits.pop(0))
+        for tp in offsets or []:
+            self.cluster.committed[(self.group, tp.topic, tp.partition)] = tp.offset
 
     def get_watermark_offsets(
         self, tp: TopicPartition, timeout: float = -1, cached: bool = False
@@ -177,7 +200,12 @@ class FakeConsumer:
 
 
 class FakeProducer:
-    """Delivers on `poll`/`flush`; a test can make the next deliveries fail, or `produce` raise."""
+    """Delivers on `poll`/`flush`; a test can make the next deliveries fail, or `produce` raise.
+
+    Transactional too: between `begin_transaction` and `commit_transaction` records and offsets
+    are held, and appear together at the commit (an abort drops them); `fail_calls` maps a
+    transactional method's name to the errors it raises on its next calls.
+    """
 
     def __init__(self, cluster: FakeCluster, config: dict[str, Any]) -> None:
         self.cluster = cluster
@@ -189,6 +217,45 @@ class FakeProducer:
         self.purged = False
         self.closed = False
         self._lock = threading.Lock()
+        self.fail_calls: dict[str, list[KafkaError]] = {}
+        self.calls: list[str] = []
+        self.in_transaction = False
+        self._txn_records: list[tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]] | None]] = []
+        self._txn_offsets: list[tuple[str, TopicPartition]] = []
+
+    def _transactional(self, name: str) -> None:
+        self.calls.append(name)
+        failures = self.fail_calls.get(name)
+        if failures:
+            raise KafkaException(failures.pop(0))
+
+    def init_transactions(self, timeout: float = -1) -> None:
+        self._transactional("init_transactions")
+
+    def begin_transaction(self) -> None:
+        self._transactional("begin_transaction")
+        self.in_transaction = True
+        self._txn_records, self._txn_offsets = [], []
+
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], group: Any, timeout: float = -1
+    ) -> None:
+        self._transactional("send_offsets_to_transaction")
+        self._txn_offsets += [(str(group), tp) for tp in offsets]
+
+    def commit_transaction(self, timeout: float = -1) -> None:
+        self._transactional("commit_transaction")
+        for topic, key, value, headers in self._txn_records:
+            self.cluster.append(topic, key, value, headers=headers)
+        for group, tp in self._txn_offsets:
+            self.cluster.committed[(group, tp.topic, tp.partition)] = tp.offset
+        self.in_transaction = False
+        self._txn_records, self._txn_offsets = [], []
+
+    def abort_transaction(self, timeout: float = -1) -> None:
+        self._transactional("abort_transaction")
+        self.in_transaction = False
+        self._txn_records, self._txn_offsets = [], []
 
     @property
     def error_cb(self) -> Callable[[KafkaError], None] | None:
@@ -200,10 +267,14 @@ class FakeProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         on_delivery: Callable[..., None] | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
         **_: Any,
     ) -> None:
         if self.raise_on_produce is not None:
             raise self.raise_on_produce
+        if self.in_transaction:
+            self._txn_records.append((topic, key, value, headers))
+            return
         with self._lock:
             self.pending.append((topic, key, value, on_delivery))
 
