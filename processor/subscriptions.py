@@ -197,6 +197,7 @@ class SubscriptionConsumer:
                 offsets_in_transaction=same_cluster,
                 restarts=self._supervisor.restarts,
             )
+            generation = txn.generation
             while not stop.is_set():
                 if self._consumer_link.fatal_error is not None:
                     raise KafkaException(self._consumer_link.fatal_error)
@@ -204,6 +205,9 @@ class SubscriptionConsumer:
                     self._producer_link.fatal_error = None
                     txn.replace("fatal producer error")
                 txn.replace_if_outage()
+                if txn.generation != generation:
+                    generation = txn.generation
+                    self._rewind(consumer)
                 records = self._poll(consumer, txn)
                 if records:
                     self._transact(consumer, txn, records, same_cluster)
@@ -216,6 +220,22 @@ class SubscriptionConsumer:
                     consumer.close()
                 except Exception:  # noqa: BLE001 - a broken consumer may not close cleanly
                     log.warning("subscription.close_failed", subscription=self.sub.id, exc_info=True)
+
+    def _rewind(self, consumer: Consumer) -> None:
+        """After a producer replacement, read again from the committed offsets: Kafka has been
+        seen to lose a transaction whose commit it had confirmed (a broker restart right after),
+        and the position would then be past records whose Invokes were never written. Reading a
+        record twice is harmless: its invocation id is derived from it."""
+        try:
+            assignment = consumer.assignment()
+            if not assignment:
+                return
+            for tp in consumer.committed(assignment, timeout=10):
+                if tp.offset >= 0:
+                    consumer.seek(tp)
+            log.info("subscription.rewound", subscription=self.sub.id, partitions=len(assignment))
+        except KafkaException as e:  # revoked meanwhile, or Kafka away: the next owner reads it
+            log.warning("subscription.rewind_failed", subscription=self.sub.id, error=describe(e))
 
     def _same_cluster(self, consumer: Consumer, producer: Producer) -> bool:
         """Whether the subscription's topic is on kinvoke's own cluster: its offsets can then be

@@ -189,6 +189,19 @@ class FakeConsumer:
             for tp in partitions
         ]
 
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(topic, p) for topic, p in self.positions]
+
+    def committed(self, partitions: list[TopicPartition], timeout: float = -1) -> list[TopicPartition]:
+        return [
+            TopicPartition(
+                tp.topic,
+                tp.partition,
+                self.cluster.committed.get((self.group, tp.topic, tp.partition), -1001),
+            )
+            for tp in partitions
+        ]
+
     def store_offsets(self, message: Any = None, offsets: list[TopicPartition] | None = None) -> None:
         for tp in offsets or []:
             self.stored[(tp.topic, tp.partition)] = tp.offset

@@ -166,6 +166,23 @@ def test_a_fenced_or_fatal_producer_is_replaced_and_the_batch_read_again(
     assert invokes(cluster) == [(0, 0), (0, 1)]
 
 
+def test_after_an_outage_the_batch_is_read_again_from_the_committed_offsets(
+    cluster: FakeCluster, consumer: SubscriptionConsumer
+) -> None:
+    """Kafka lost a transaction whose commit it had confirmed (seen on a broker restart): the
+    consumer's position is past records whose Invokes are gone. After the outage the producer is
+    replaced and the consumer reads again from what Kafka has committed."""
+    source, producer = started(cluster)
+    cluster.append("orders", b"k0", b'"x"', partition=0)
+    cluster.append("orders", b"k1", b'"x"', partition=0)
+    eventually(lambda: committed(cluster) == {0: 2})
+    cluster.committed[(GROUP, "orders", 0)] = 1  # the second commit was lost
+    producer.config["error_cb"](KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    eventually(lambda: len(cluster.producers) == 2 and committed(cluster) == {0: 2})
+    assert ("orders", 0, 1) in source.seeks
+    assert invokes(cluster).count((0, 1)) == 2  # written again (the same invocation id: runs once)
+
+
 def test_a_record_without_a_target_is_dead_lettered_with_its_offset(
     cluster: FakeCluster, consumer: SubscriptionConsumer, metadata: FakeMetadata
 ) -> None:
