@@ -100,7 +100,7 @@ def _store(request: web.Request) -> RegistryStore:
 
 def _problem(app: web.Application) -> str | None:
     """Why this admin server cannot serve (a Kafka-backed part that is down), or None."""
-    parts = (app.get(STORE_KEY), app.get(CONTROL_KEY), app.get(CHANGELOG_KEY), app.get(STATE_KEY))
+    parts = (app.get(STORE_KEY), app.get(CONTROL_KEY), app.get(CHANGELOG_KEY))
     checks = [getattr(p, "health", None) for p in parts]
     return join_problems(*(check() for check in checks if callable(check)))
 

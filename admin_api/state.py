@@ -29,11 +29,11 @@ class StateEditor(Protocol):
 
 
 class KafkaStateEditor:
+    """Produces the edit with the admin's command producer (whose health `/health` reports
+    through the invocation control that shares it)."""
+
     def __init__(self, client: CommandClient) -> None:
         self.client = client
-
-    def health(self) -> str | None:
-        return self.client.health()
 
     async def edit(self, patch: PatchState, timestamp_ms: int) -> None:
         command = Command(timestamp_ms=timestamp_ms, body=patch)

@@ -13,9 +13,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from admin_api import app as admin_app
 from admin_api.openapi import service_openapi
-from admin_api.registration import Discovered
+from admin_api.registration import Discovered, RegistryError
+from admin_api.state import KafkaStateEditor
 from admin_api.store import MemoryRegistryStore
-from schemas.records import PatchState
+from kafka_core.supervision import Unavailable
+from schemas.ids import partition_key_of
+from schemas.records import Command, PatchState
 from schemas.registry import HandlerRecord, ServiceRecord
 from schemas.settings import Settings
 
@@ -194,3 +197,24 @@ async def test_state_edit_bodies_that_do_not_fit_are_422(
 async def test_state_edit_needs_json(client: tuple[TestClient, RecordingEditor]) -> None:
     r = await client[0].post("/services/Counter/state", data=b"{}")
     assert await error(r, 415) == "Expected request with `Content-Type: application/json`"
+
+
+class FakeCommands:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[int, Command]] = []
+        self.fail = fail
+
+    async def send_keyed(self, partition_key: int, command: Command) -> None:
+        if self.fail:
+            raise Unavailable("the broker is down")
+        self.sent.append((partition_key, Command.decode(command.encode())))
+
+
+async def test_the_kafka_editor_keys_the_edit_by_the_objects_partition_key() -> None:
+    commands = FakeCommands()
+    patch = PatchState(service="Counter", key="k1", new_state={"count": b"1"})
+    await KafkaStateEditor(commands).edit(patch, 1234)  # type: ignore[arg-type]
+    assert commands.sent == [(partition_key_of("k1"), Command(timestamp_ms=1234, body=patch))]
+    with pytest.raises(RegistryError) as refused:
+        await KafkaStateEditor(FakeCommands(fail=True)).edit(patch, 1234)  # type: ignore[arg-type]
+    assert refused.value.status == 500 and "Failed sending state patching command" in refused.value.message
