@@ -18,6 +18,7 @@ import pytest
 from processor.state_machine.lifecycle.patch_state import state_version
 from tests.integration.test_sql_cli import Kinvoke
 from tests.integration.test_sql_cli import kinvoke as kinvoke  # noqa: F401 - the fixture
+from tests.support.sdk import run_sdk_deployment
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +134,32 @@ def test_services_openapi_cluster_health_and_405(kinvoke: Kinvoke) -> None:  # n
 
     r = k.client.delete(f"{k.admin}/services")
     assert (r.status_code, r.headers["allow"], r.content) == (405, "GET,HEAD", b"")
+
+
+def test_a_state_edit_waits_for_the_invocation_holding_the_lock(kinvoke: Kinvoke, tmp_path: Path) -> None:  # noqa: F811
+    """As on Restate, an edit of a locked object is applied after the invocation holding the lock:
+    the Ledger handler (state read at its start, written at its end) does not overwrite it."""
+    k = kinvoke
+    with run_sdk_deployment("examples.python.ledger:app", log=tmp_path / "ledger.log") as uri:
+        assert k.client.post(f"{k.admin}/deployments", json={"uri": uri}).status_code == 201
+        deadline = time.monotonic() + 30
+        while "Ledger" not in k.client.get(f"{k.ingress}/restate/health").json()["services"]:
+            assert time.monotonic() < deadline, "the ingress did not learn the Ledger"
+            time.sleep(0.1)
+        op = {"id": "a", "amount": 5, "sleep_ms": 3000}
+        assert k.call("Ledger/L1/apply/send", op).status_code == 202
+        k.until(
+            "select status from sys_invocation where target_service_key = 'L1'",
+            lambda rows: [r["status"] for r in rows] == ["running"],
+            "the ledger operation never ran",
+        )
+        edit = {"object_key": "L1", "new_state": {"balance": list(b"100"), "ops": list(b"[]")}}
+        assert k.client.post(f"{k.admin}/services/Ledger/state", json=edit).status_code == 202
+        k.until(
+            "select status from sys_invocation where target_service_key = 'L1'",
+            lambda rows: [r["status"] for r in rows] == ["completed"],
+            "the ledger operation never completed",
+        )
+        rows = k.query("select key, value_utf8 from state where service_key = 'L1' order by key")
+        assert rows == [{"key": "balance", "value_utf8": "100"}, {"key": "ops", "value_utf8": "[]"}]
+        assert k.client.post(f"{k.ingress}/Ledger/L1/read").json() == {"balance": 100, "ops": []}
