@@ -9,12 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from aiohttp import web
 
-from admin_api import discovery, introspection, invocations, subscriptions
+from admin_api import discovery, introspection, invocations, openapi, state, subscriptions
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
 from admin_api.registration import (
@@ -38,6 +38,7 @@ from admin_api.rest_model import (
     register_response_json,
     service_json,
 )
+from admin_api.state import StateEditor
 from admin_api.store import RegistryStore
 from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms
@@ -52,6 +53,7 @@ API_VERSIONS = (2, 3, 4)
 STORE_KEY = web.AppKey("store", object)
 CONTROL_KEY = web.AppKey("control", object)
 CHANGELOG_KEY = web.AppKey("changelog", object)
+STATE_KEY = web.AppKey("state_editor", object)
 SETTINGS_KEY = web.AppKey("settings", Settings)
 
 
@@ -79,10 +81,8 @@ async def error_middleware(
     except Unavailable as e:  # Kafka did not take a write or did not answer within its bound
         log.warning("admin.unavailable", path=request.path, reason=str(e))
         return _error(503, str(e))
-    except web.HTTPMethodNotAllowed as e:
-        response = _error(405, f"method {request.method} is not allowed on {request.path}")
-        response.headers["allow"] = ",".join(sorted(e.allowed_methods))
-        return response
+    except web.HTTPMethodNotAllowed as e:  # as Restate (axum): no body, the methods in `allow`
+        return web.Response(status=405, headers={"allow": ",".join(sorted(e.allowed_methods))})
     except web.HTTPNotFound:
         return _error(404, f"no route for {request.method} {request.path}")
     except web.HTTPException as e:
@@ -110,6 +110,21 @@ async def health(request: web.Request) -> web.Response:
     if problem is not None:
         return _error(503, f"the admin API is not healthy: {problem}")
     return web.Response(status=200)
+
+
+async def cluster_health(request: web.Request) -> web.Response:
+    """Restate's `ClusterHealthResponse`. The cluster is named by the topic prefix (what
+    separates one kinvoke cluster from another on a Kafka cluster); there is no embedded
+    metadata cluster: the registry is a Kafka topic."""
+    problem = _problem(request.app)
+    if problem is not None:
+        return _error(503, f"the cluster is not healthy: {problem}")
+    settings = request.app[SETTINGS_KEY]
+    return _json({"cluster_name": settings.topic_prefix, "metadata_cluster_health": None})
+
+
+async def admin_openapi(request: web.Request) -> web.Response:
+    return web.Response(body=openapi.admin_openapi(), content_type="application/json")
 
 
 def _kinvoke_version() -> str:
@@ -419,6 +434,33 @@ async def get_handler(request: web.Request) -> web.Response:
     return _json(handler_json(handler))
 
 
+async def service_openapi(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    doc = openapi.service_openapi(_service(request), settings.ingress_url())
+    return web.Response(
+        body=json.dumps(doc, sort_keys=True, separators=(",", ":")), content_type="application/json"
+    )
+
+
+async def modify_service_state(request: web.Request) -> web.Response:
+    """`POST /services/{s}/state`: 202 once the edit is in the log (`admin_api.state`)."""
+    body = state.parse_request(await _read_json(request))
+    name = request.match_info["service"]
+    patch = state.plan_edit(_store(request).snapshot(), name, body)
+    editor = request.app.get(STATE_KEY)
+    if editor is None:
+        raise RegistryError(503, "state editing is not available on this admin server")
+    await cast(StateEditor, editor).edit(patch, state.now_ms())
+    log.info(
+        "service.state_edit_accepted",
+        service=name,
+        key=patch.key,
+        keys=sorted(patch.new_state),
+        versioned=patch.version is not None,
+    )
+    return web.Response(status=202)
+
+
 def _control(request: web.Request) -> InvocationControl:
     control = request.app.get(CONTROL_KEY)
     if control is None:
@@ -559,6 +601,10 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.patch(f"{prefix}/services/{{service}}", modify_service),
         web.get(f"{prefix}/services/{{service}}/handlers", list_handlers),
         web.get(f"{prefix}/services/{{service}}/handlers/{{handler}}", get_handler),
+        web.get(f"{prefix}/services/{{service}}/openapi", service_openapi),
+        web.post(f"{prefix}/services/{{service}}/state", modify_service_state),
+        web.get(f"{prefix}/openapi", admin_openapi),
+        web.get(f"{prefix}/cluster-health", cluster_health),
         web.patch(f"{prefix}/invocations/{{invocation}}/{{operation}}", patch_invocation),
         web.get(f"{prefix}/invocations", list_invocations),
         web.get(f"{prefix}/invocations/{{invocation}}", get_invocation),
@@ -579,6 +625,7 @@ def create_admin_app(
     settings: Settings,
     control: InvocationControl | None = None,
     changelog: ChangelogView | None = None,
+    state_editor: StateEditor | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=[error_middleware])
     app[STORE_KEY] = store
@@ -586,6 +633,8 @@ def create_admin_app(
         app[CONTROL_KEY] = control
     if changelog is not None:
         app[CHANGELOG_KEY] = changelog
+    if state_editor is not None:
+        app[STATE_KEY] = state_editor
     app[SETTINGS_KEY] = settings
     app.add_routes(_routes(""))
     for v in API_VERSIONS:

@@ -9,6 +9,7 @@ from aiohttp import web
 from admin_api.app import create_admin_app
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import KafkaInvocationControl
+from admin_api.state import KafkaStateEditor
 from kafka_core import supervision
 from kafka_core.commands import CommandClient
 from kafka_core.metadata import MetadataView
@@ -23,7 +24,9 @@ def run_admin(settings: Settings) -> int:
     store = MetadataView(settings).start()
     changelog = ChangelogView(settings).start()
     commands = CommandClient(settings)
-    app = create_admin_app(store, settings, KafkaInvocationControl(commands), changelog)
+    app = create_admin_app(
+        store, settings, KafkaInvocationControl(commands), changelog, state_editor=KafkaStateEditor(commands)
+    )
     app.on_startup.append(lambda _app: commands.start())
     app.on_cleanup.append(lambda _app: commands.stop())
     log.info("admin.listening", host=settings.admin_host, port=settings.admin_port)

@@ -147,7 +147,12 @@ class CommandClient:
     # -- sending ----------------------------------------------------------------------------------
 
     async def send(self, invocation_id: InvocationId, command: Command) -> None:
-        """Append `command` to the partition of `invocation_id`; returns once it is written.
+        """Append `command` to the partition of `invocation_id`; returns once it is written."""
+        await self.send_keyed(invocation_id.partition_key, command)
+
+    async def send_keyed(self, partition_key: int, command: Command) -> None:
+        """Append `command` to the partition of `partition_key` (an invocation's, or an object's:
+        `partition_key_of(key)`); returns once it is written.
 
         Raises `Unavailable` when Kafka does not take it (with the reason) and `WaitTimeout` when
         Kafka did not acknowledge it within `delivery_timeout_s`."""
@@ -172,7 +177,7 @@ class CommandClient:
         try:
             producer.produce(
                 self.topic,
-                key=routing_key(invocation_id.partition_key),
+                key=routing_key(partition_key),
                 value=command.encode(),
                 on_delivery=on_delivery,
             )

@@ -48,6 +48,7 @@ from schemas.records import (
     InvocationStatus,
     Invoke,
     JournalEntry,
+    PatchState,
     Success,
 )
 from schemas.settings import Settings
@@ -78,7 +79,10 @@ def _describe(
     if isinstance(body, Barrier):
         out["owner"] = body.owner
         return out
-    out["invocation_id"] = body.invocation_id
+    if isinstance(body, PatchState):
+        out["object"] = f"{body.service}/{body.key}"
+    else:
+        out["invocation_id"] = body.invocation_id
     if isinstance(body, Invoke):
         out["target"] = str(body.target)
     if isinstance(body, AttemptEnded):

@@ -185,9 +185,10 @@ class Transaction:
         self._write(changelog.promise_key(promise.service, promise.key, promise.name), promise.encode())
 
     def put_object(self, obj: ObjectStatus) -> None:
-        """An unlocked object with an empty inbox is deleted (a tombstone), not stored."""
+        """An unlocked object with an empty inbox and no queued state edit is deleted (a
+        tombstone), not stored."""
         key = changelog.object_key(obj.service, obj.key)
-        if obj.locked_by is None and not obj.inbox:
+        if obj.locked_by is None and not obj.inbox and not obj.pending_state:
             self._write(key, None)
         else:
             self._write(key, obj.encode())

@@ -9,13 +9,21 @@ from __future__ import annotations
 
 from schemas.ids import InvalidId, InvocationId, partition_key_of
 from schemas.partitioner import partition_of
-from schemas.records import Barrier, Command, Invoke, ServiceType
+from schemas.records import Barrier, Command, Invoke, PatchState, ServiceType
 
 
 def rejection(command: Command, partition: int, num_partitions: int) -> str | None:
     """Why `command` cannot be applied on `partition`, or None when it can."""
     body = command.body
     if isinstance(body, Barrier):
+        return None
+    if isinstance(body, PatchState):
+        owner = partition_of(partition_key_of(body.key), num_partitions)
+        if owner != partition:
+            return (
+                f"the state edit of {body.service}/{body.key} belongs to partition {owner} (its key's "
+                f"partition key), not to partition {partition}: key the record with that partition key"
+            )
         return None
     try:
         invocation_id = InvocationId.parse(body.invocation_id)

@@ -264,6 +264,16 @@ class Barrier(AvroModel):
     nonce: str
 
 
+class PatchState(AvroModel):
+    """Admin state edit: the whole new state of `service`/`key` (see command.avsc)."""
+
+    avro_name: ClassVar[str] = "kinvoke.PatchState"
+    service: str
+    key: str
+    version: str | None = None
+    new_state: dict[str, bytes] = Field(default_factory=dict)
+
+
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
@@ -277,6 +287,7 @@ class Command(AvroModel):
         | GetOutput
         | ManageInvocation
         | AttemptProgress
+        | PatchState
     )
 
 
@@ -351,12 +362,22 @@ class InvocationAccepted(AvroModel):
     previously_accepted: bool
 
 
+class PendingStateEdit(AvroModel):
+    """A PatchState waiting for the object's lock; due once `ahead` inbox entries had it."""
+
+    avro_name: ClassVar[str] = "kinvoke.PendingStateEdit"
+    ahead: int
+    version: str | None = None
+    new_state: dict[str, bytes] = Field(default_factory=dict)
+
+
 class ObjectStatus(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.ObjectStatus"
     service: str
     key: str
     locked_by: str | None = None
     inbox: list[str] = Field(default_factory=list)
+    pending_state: list[PendingStateEdit] = Field(default_factory=list)
 
 
 class StateEntry(AvroModel):

@@ -27,6 +27,7 @@ from processor.state_machine.lifecycle import (
     get_output,
     invoke,
     manage,
+    patch_state,
     recover,
     signal,
     timer_fired,
@@ -40,6 +41,7 @@ from schemas.records import (
     GetOutput,
     Invoke,
     ManageInvocation,
+    PatchState,
     Signal,
     TimerFired,
 )
@@ -70,6 +72,8 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
         get_output.apply(ctx, body)
     elif isinstance(body, ManageInvocation):
         manage.apply(ctx, body)
+    elif isinstance(body, PatchState):
+        patch_state.apply(ctx, body)
     # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 

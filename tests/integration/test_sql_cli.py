@@ -50,8 +50,10 @@ class Kinvoke:
     home: Path
     processor: Component
 
-    def restate(self, *args: str) -> str:
-        """Run the CLI; its stdout and stderr (exit code 0 asserted)."""
+    def restate(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """Run the CLI (`env`: more environment variables); its stdout and stderr (exit code 0
+        asserted)."""
+        extra = env or {}
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RESTATE_")},
             "RESTATE_ADMIN_URL": self.admin,
@@ -59,6 +61,7 @@ class Kinvoke:
             "RESTATE_CLI_CONFIG_HOME": str(self.home),
             "NO_COLOR": "1",
             "TERM": "dumb",
+            **extra,
         }
         done = subprocess.run([str(self.cli), *args], env=env, capture_output=True, text=True, timeout=60)
         out = done.stdout + "\n--- stderr ---\n" + done.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from processor.state_machine.actions import AbortAttempt, SendAccepted
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import end_invocation, signal
+from processor.state_machine.lifecycle import end_invocation, patch_state, signal
 from schemas.records import (
     Failure,
     InvocationPhase,
@@ -59,5 +59,7 @@ def _leave_inbox(ctx: StepContext, status: InvocationStatus) -> None:
         return
     obj = ctx.txn.store.object(status.target.service, status.target.key)
     if status.invocation_id in obj.inbox:
-        obj.inbox.remove(status.invocation_id)
+        position = obj.inbox.index(status.invocation_id)
+        del obj.inbox[position]
+        patch_state.left_inbox(obj, position)
         ctx.txn.put_object(obj)

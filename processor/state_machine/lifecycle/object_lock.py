@@ -2,13 +2,15 @@
 
 At most one exclusive invocation runs per (service, key); the others wait, in arrival order, in
 the object's inbox. The lock is held for the whole invocation (also while suspended or paused)
-and handed to the head of the inbox when the holder completes.
+and handed to the head of the inbox when the holder completes. Admin state edits queue in the
+same line (`patch_state`).
 """
 
 from __future__ import annotations
 
 from processor.state_machine.actions import InvokeAttempt
 from processor.state_machine.context import StepContext
+from processor.state_machine.lifecycle import patch_state
 from schemas.records import HandlerType, InvocationPhase, InvocationStatus, ServiceType
 
 
@@ -44,10 +46,13 @@ def release(ctx: StepContext, status: InvocationStatus) -> None:
     if obj.locked_by != status.invocation_id:
         return
     obj.locked_by = None
+    patch_state.apply_due(ctx, obj)
     while obj.inbox and obj.locked_by is None:
         next_id = obj.inbox.pop(0)
+        patch_state.left_inbox(obj, 0)
         waiting = ctx.status(next_id)
         if waiting is None or waiting.phase != InvocationPhase.INBOXED:
+            patch_state.apply_due(ctx, obj)
             continue
         obj.locked_by = next_id
         waiting.phase = InvocationPhase.INVOKED
