@@ -367,10 +367,14 @@ class ProcessorService:
 
     def _resume(self, task: PartitionTask) -> None:
         assert self.consumer is not None and task.store is not None
-        task.mark_running()
         tp = TopicPartition(self.topics.commands, task.partition, task.start_offset)
-        self.consumer.seek(tp)
-        self.consumer.resume([tp])
+        try:
+            self.consumer.seek(tp)
+            self.consumer.resume([tp])
+        except KafkaException as e:  # e.g. "Erroneous state" while the partition is being moved
+            self.tasks.restore_again(task, describe(e))
+            return
+        task.mark_running()
         if self.settings.recovery_barrier:
             # Emulator workaround (kept only for `--broker local`): its consumer position does not
             # advance past an aborted batch at a partition's end, so "caught up" is detected by

@@ -156,10 +156,23 @@ class TaskManager:
                 continue
             task.close()
             if owned and not ok:
-                retry = PartitionTask(task.partition, self.settings, self.state_dir)
-                retry.poison = task.poison
-                self.tasks[task.partition] = retry
-                self._to_restore.put(retry)
+                self._queue_again(task)
+
+    def restore_again(self, task: PartitionTask, why: str) -> None:
+        """A restored task could not be resumed (the consumer refused the seek): close it and,
+        while the partition is ours, restore it again."""
+        owned = self.tasks.get(task.partition) is task
+        self._on_closed(task)
+        task.close()  # restored, not restoring: this thread closes it
+        if owned:
+            log.warning("task.restoring_again", partition=task.partition, why=why)
+            self._queue_again(task)
+
+    def _queue_again(self, task: PartitionTask) -> None:
+        retry = PartitionTask(task.partition, self.settings, self.state_dir)
+        retry.poison = task.poison
+        self.tasks[task.partition] = retry
+        self._to_restore.put(retry)
 
     def running(self) -> dict[int, PartitionTask]:
         return {p: t for p, t in self.tasks.items() if t.state == TaskState.RUNNING}

@@ -9,6 +9,7 @@ from confluent_kafka import TopicPartition
 
 from kafka_core.changelog_store import ChangelogStore, Checkpoint
 from processor.apply import apply_records
+from processor.service import ProcessorService
 from processor.state_dir import StateDirectory
 from processor.storage import PartitionStore
 from processor.task import PartitionTask, TaskState
@@ -209,3 +210,23 @@ def test_slots_keep_their_process_id_and_are_exclusive(tmp_path: Path) -> None:
     again = state.claim_slot()
     assert again.number == 0 and again.process_id == pid  # same transactional id after a restart
     assert state.lock_store(2) is not None and state.lock_store(3) is not None
+
+
+def test_a_task_the_consumer_refuses_to_resume_is_restored_again(processor: ProcessorService) -> None:
+    """librdkafka can refuse the seek ("Erroneous state") while a partition is being moved: the
+    processor must not crash; the task is restored again while the partition is ours."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    task = running_task(0, start_offset=4)
+    task.state = TaskState.RESTORING
+    processor.tasks.tasks[0] = task
+
+    def refuse(_tp: TopicPartition) -> None:
+        raise KafkaException(KafkaError(KafkaError._STATE, "Erroneous state"))
+
+    processor.consumer.seek = refuse  # type: ignore[union-attr,method-assign]
+    processor._resume(task)
+    assert task.state == TaskState.CLOSED and processor.invoker.cancelled == [0]  # type: ignore[attr-defined]
+    again = processor.tasks.tasks[0]
+    assert again is not task and again.state == TaskState.CREATED
+    assert processor.tasks._to_restore.get_nowait() is again
