@@ -1,0 +1,59 @@
+// The TypeScript SDK deployment kinvoke's tests register (tests/integration/test_typescript_sdk.py).
+// Plain CommonJS, no compile step: node (22, installed by scripts/setup.sh into .kinvoke/node-sdk/)
+// runs it with NODE_PATH pointing at that install. Usage: node services.cjs PORT
+"use strict";
+const restate = require("@restatedev/restate-sdk");
+
+const greeter = restate.service({
+  name: "TsGreeter",
+  handlers: {
+    greet: async (ctx, name) => `Hello ${name} from TypeScript`,
+
+    // Three durable steps: each result is journaled as a Run command.
+    steps: async (ctx, start) => {
+      let total = start;
+      for (const i of [1, 2, 3]) {
+        const before = total;
+        total = await ctx.run(`step-${i}`, () => before + i);
+      }
+      return total;
+    },
+
+    // A durable timer: the handler suspends and kinvoke wakes it up when the timer fires.
+    // ctx.date.now() is journaled too, so the difference is what the handler saw across the sleep.
+    nap: async (ctx, millis) => {
+      const before = await ctx.date.now();
+      await ctx.sleep(millis);
+      const after = await ctx.date.now();
+      return { millis, elapsed: after - before };
+    },
+
+    // TypeScript -> Python: a request-response call to a service of the Python SDK deployment.
+    callPython: async (ctx, name) => {
+      const answer = await ctx.serviceClient({ name: "PyBridge" }).greet(name);
+      return `TypeScript got: ${answer}`;
+    },
+  },
+});
+
+const counter = restate.object({
+  name: "TsCounter",
+  handlers: {
+    add: async (ctx, delta) => {
+      const count = ((await ctx.get("count")) ?? 0) + delta;
+      ctx.set("count", count);
+      const history = (await ctx.get("history")) ?? [];
+      history.push(delta);
+      ctx.set("history", history);
+      return count;
+    },
+    get: restate.handlers.object.shared(async (ctx) => (await ctx.get("count")) ?? 0),
+  },
+});
+
+const port = Number(process.argv[2]);
+if (!Number.isInteger(port) || port <= 0) {
+  console.error("usage: node services.cjs PORT");
+  process.exit(2);
+}
+restate.endpoint().bind(greeter).bind(counter).listen(port);
