@@ -1,6 +1,7 @@
 """The Restate TypeScript SDK (`@restatedev/restate-sdk` 1.17.2 on Node 22) against kinvoke: register
 its deployment, call it through the ingress, `ctx.run`, a durable sleep (across a restart of the
-Node process), a virtual object's state, and calls between a TypeScript and a Python service both
+Node process), a virtual object's state, terminal errors, a retried `ctx.run`, awakeables, cancel,
+delayed sends, and calls between a TypeScript and a Python service both
 ways — real broker, admin/ingress/processor as separate processes.
 
 The services are tests/ts_services/services.cjs (TypeScript SDK) and tests/ts_services/py_services.py
@@ -24,6 +25,7 @@ import httpx
 import pytest
 
 from kafka_core.kafka import create_topics
+from schemas.ids import InvocationId, awakeable_id
 from schemas.settings import Settings
 from tests.conftest import free_port
 from tests.support.processes import REPO, Component, wait_for_port
@@ -204,10 +206,19 @@ def test_registration_discovers_the_typescript_services(kinvoke: Kinvoke) -> Non
     services = {s["name"]: s for s in reg["services"]}
     assert set(services) == {"TsGreeter", "TsCounter"}
     assert services["TsGreeter"]["ty"] == "Service"
-    assert {h["name"] for h in services["TsGreeter"]["handlers"]} == {"greet", "steps", "nap", "callPython"}
+    assert {h["name"] for h in services["TsGreeter"]["handlers"]} == {
+        "greet",
+        "steps",
+        "nap",
+        "fail",
+        "flakyRun",
+        "waitFor",
+        "addLater",
+        "callPython",
+    }
     assert services["TsCounter"]["ty"] == "VirtualObject"
     kinds = {h["name"]: h["ty"] for h in services["TsCounter"]["handlers"]}
-    assert kinds == {"add": "Exclusive", "get": "Shared"}
+    assert kinds == {"add": "Exclusive", "reset": "Exclusive", "get": "Shared"}
 
     # The admin API shows it as an HTTP/2 (h2c, the TS SDK's `listen`) bidi-stream deployment.
     dep = k.client.get(f"{k.admin}/deployments/{reg['id']}").json()
@@ -276,6 +287,56 @@ def test_virtual_object_state(kinvoke: Kinvoke) -> None:
         ("bob", "count"): 7,
         ("bob", "history"): [7],
     }
+
+
+def test_errors_retries_awakeables_cancel_and_delayed_sends(kinvoke: Kinvoke) -> None:
+    k = kinvoke
+    # A TerminalError's code and message reach the caller; no retry.
+    failed = k.call("TsGreeter/fail", "no luck")
+    assert failed.status_code == 418
+    assert failed.json() == {"code": 418, "message": "no luck", "source": "invocation"}
+
+    # A ctx.run action that throws is retried (new attempts, replaying the journal) until it works.
+    assert k.ok("TsGreeter/flakyRun", 3) == 3
+    log = k.node.log_text()
+    assert "try 1 of 3 fails" in log and "try 2 of 3 fails" in log and "try 3 of 3" not in log
+
+    # An awakeable resolved through the ingress (the SDK's first awakeable is signal 17).
+    waiting = k.call("TsGreeter/waitFor/send", "Ann").json()["invocationId"]
+    resolved = k.client.post(
+        f"{k.ingress}/restate/awakeables/{awakeable_id(InvocationId.parse(waiting).to_bytes(), 17)}/resolve",
+        content=b'"approved"',
+    )
+    assert resolved.status_code == 202, resolved.text
+    attached = k.client.get(f"{k.ingress}/restate/invocation/{waiting}/attach", timeout=30)
+    assert attached.status_code == 200 and attached.json() == "Ann: approved"
+
+    # Cancelling an invocation that waits: the cancel signal reaches the SDK on its open stream.
+    doomed = k.call("TsGreeter/waitFor/send", "Bea").json()["invocationId"]
+    k.until(
+        "the invocation runs",
+        lambda: (
+            k.query(f"SELECT status FROM sys_invocation WHERE id = '{doomed}'") == [{"status": "running"}]
+        ),
+    )
+    assert k.client.patch(f"{k.admin}/invocations/{doomed}/cancel").status_code == 202
+    cancelled = k.client.get(f"{k.ingress}/restate/invocation/{doomed}/attach", timeout=30)
+    assert cancelled.status_code == 409, cancelled.text
+    # The SDK's CancelledError (its own message, code 409) ends the invocation.
+    assert cancelled.json() == {"code": 409, "message": "Cancelled", "source": "invocation"}
+
+    # A delayed one-way send from TypeScript to a virtual object.
+    started = time.monotonic()
+    assert k.ok("TsGreeter/addLater", {"key": "dave", "delta": 4, "millis": 700}) == "sent"
+    early = k.ok("TsCounter/dave/get")
+    assert early == 0 or time.monotonic() - started >= 0.7, "the delayed send arrived before its delay"
+    k.until("the delayed add", lambda: k.ok("TsCounter/dave/get") == 4)
+    assert time.monotonic() - started >= 0.7
+
+    # stateKeys + clearAll: the state is gone, in the object and in SQL.
+    assert k.ok("TsCounter/dave/reset") == ["count", "history"]
+    assert k.ok("TsCounter/dave/get") == 0
+    assert k.query("SELECT key FROM state WHERE service_name = 'TsCounter' AND service_key = 'dave'") == []
 
 
 def test_typescript_calls_python_and_python_calls_typescript(kinvoke: Kinvoke) -> None:

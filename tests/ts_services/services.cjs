@@ -4,6 +4,8 @@
 "use strict";
 const restate = require("@restatedev/restate-sdk");
 
+const flakyTries = new Map(); // per invocation id: how often the flaky ctx.run action ran
+
 const greeter = restate.service({
   name: "TsGreeter",
   handlers: {
@@ -28,6 +30,35 @@ const greeter = restate.service({
       return { millis, elapsed: after - before };
     },
 
+    // A terminal error: no retries, the ingress answers with its code and message.
+    fail: async (ctx, message) => {
+      throw new restate.TerminalError(message, { errorCode: 418 });
+    },
+
+    // A ctx.run whose action throws until its `succeedOn`-th try: each failure is an attempt kinvoke
+    // retries (the SDK reports it with a retry delay); returns how many tries it took.
+    flakyRun: async (ctx, succeedOn) => {
+      const id = ctx.request().id;
+      return ctx.run("flaky", () => {
+        const tries = (flakyTries.get(id) ?? 0) + 1;
+        flakyTries.set(id, tries);
+        if (tries < succeedOn) throw new Error(`try ${tries} of ${succeedOn} fails`);
+        return tries;
+      });
+    },
+
+    // Waits for an awakeable that the test resolves through the ingress.
+    waitFor: async (ctx, name) => {
+      const { promise } = ctx.awakeable();
+      return `${name}: ${await promise}`;
+    },
+
+    // A delayed one-way send to the virtual object (the timer and the message are kinvoke's).
+    addLater: async (ctx, { key, delta, millis }) => {
+      ctx.objectSendClient({ name: "TsCounter" }, key).add(delta, restate.rpc.sendOpts({ delay: millis }));
+      return "sent";
+    },
+
     // TypeScript -> Python: a request-response call to a service of the Python SDK deployment.
     callPython: async (ctx, name) => {
       const answer = await ctx.serviceClient({ name: "PyBridge" }).greet(name);
@@ -46,6 +77,12 @@ const counter = restate.object({
       history.push(delta);
       ctx.set("history", history);
       return count;
+    },
+    // Lists the state keys, then clears them all.
+    reset: async (ctx) => {
+      const keys = (await ctx.stateKeys()).sort();
+      ctx.clearAll();
+      return keys;
     },
     get: restate.handlers.object.shared(async (ctx) => (await ctx.get("count")) ?? 0),
   },
