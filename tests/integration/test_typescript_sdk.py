@@ -1,8 +1,8 @@
 """The Restate TypeScript SDK (`@restatedev/restate-sdk` 1.17.2 on Node 22) against kinvoke: register
 its deployment, call it through the ingress, `ctx.run`, a durable sleep (across a restart of the
-Node process), a virtual object's state, terminal errors, a retried `ctx.run`, awakeables, cancel,
-delayed sends, and calls between a TypeScript and a Python service both
-ways — real broker, admin/ingress/processor as separate processes.
+Node process), a virtual object's state, a workflow, terminal errors, a retried `ctx.run`,
+awakeables, cancel, delayed sends, and calls between a TypeScript and a Python service both ways —
+real broker, admin/ingress/processor as separate processes.
 
 The services are tests/ts_services/services.cjs (TypeScript SDK) and tests/ts_services/py_services.py
 (Python SDK). Node 22 and the SDK are installed pinned by ./scripts/setup.sh into .kinvoke/node-sdk/;
@@ -179,7 +179,7 @@ def kinvoke(node: Path, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathF
                 assert reg.status_code == 201, f"registering {uri}: {reg.status_code} {reg.text}"
                 regs[name] = reg.json()
             k = Kinvoke(admin, ingress, client, ts, regs, parts)
-            wanted = {"TsGreeter", "TsCounter", "PyBridge"}
+            wanted = {"TsGreeter", "TsCounter", "TsSignup", "PyBridge"}
             k.until(
                 "the ingress knows the services",
                 lambda: wanted <= set(client.get(f"{ingress}/restate/health").json()["services"]),
@@ -204,7 +204,7 @@ def test_registration_discovers_the_typescript_services(kinvoke: Kinvoke) -> Non
     assert (reg["min_protocol_version"], reg["max_protocol_version"]) == (5, 7)
     assert reg["sdk_version"] == f"restate-sdk-typescript/{SDK_VERSION}"
     services = {s["name"]: s for s in reg["services"]}
-    assert set(services) == {"TsGreeter", "TsCounter"}
+    assert set(services) == {"TsGreeter", "TsCounter", "TsSignup"}
     assert services["TsGreeter"]["ty"] == "Service"
     assert {h["name"] for h in services["TsGreeter"]["handlers"]} == {
         "greet",
@@ -219,6 +219,9 @@ def test_registration_discovers_the_typescript_services(kinvoke: Kinvoke) -> Non
     assert services["TsCounter"]["ty"] == "VirtualObject"
     kinds = {h["name"]: h["ty"] for h in services["TsCounter"]["handlers"]}
     assert kinds == {"add": "Exclusive", "reset": "Exclusive", "get": "Shared"}
+    assert services["TsSignup"]["ty"] == "Workflow"
+    kinds = {h["name"]: h["ty"] for h in services["TsSignup"]["handlers"]}
+    assert kinds == {"run": "Workflow", "confirm": "Shared", "status": "Shared"}
 
     # The admin API shows it as an HTTP/2 (h2c, the TS SDK's `listen`) bidi-stream deployment.
     dep = k.client.get(f"{k.admin}/deployments/{reg['id']}").json()
@@ -289,6 +292,20 @@ def test_virtual_object_state(kinvoke: Kinvoke) -> None:
     }
 
 
+def test_workflow_with_a_durable_promise(kinvoke: Kinvoke) -> None:
+    k = kinvoke
+    sent = k.call("TsSignup/ann/run/send", "ann@example.com")
+    assert sent.status_code == 202 and sent.json()["status"] == "Accepted", sent.text
+    k.until("the workflow waits", lambda: k.ok("TsSignup/ann/status") == "awaiting-confirmation")
+    assert k.ok("TsSignup/ann/confirm", "1234") == "resolved"
+    done = k.client.get(f"{k.ingress}/restate/workflow/TsSignup/ann/attach", timeout=30)
+    assert done.status_code == 200, done.text
+    assert done.json() == {"email": "ann@example.com", "confirmedWith": "1234", "key": "ann"}
+    assert k.ok("TsSignup/ann/status") == "confirmed"
+    again = k.call("TsSignup/ann/run/send", "other@example.com")  # once per key
+    assert again.json() == {"invocationId": sent.json()["invocationId"], "status": "PreviouslyAccepted"}
+
+
 def test_errors_retries_awakeables_cancel_and_delayed_sends(kinvoke: Kinvoke) -> None:
     k = kinvoke
     # A TerminalError's code and message reach the caller; no retry.
@@ -356,6 +373,10 @@ def test_typescript_calls_python_and_python_calls_typescript(kinvoke: Kinvoke) -
     assert bytes(request["parameter"]) == b'"Bo"'
 
     assert k.ok("PyBridge/call_ts", "Cy") == "Python got: Hello Cy from TypeScript"
+    # Half a megabyte each way, through both SDKs (HTTP/2 flow control on every hop).
+    big = "x" * 500_000
+    assert k.ok("TsGreeter/callPython", big) == f"TypeScript got: Hello {big} from Python"
+    assert k.ok("PyBridge/call_ts", big) == f"Python got: Hello {big} from TypeScript"
     # Python -> a TypeScript virtual object: its state is the same one the ingress reads.
     assert k.ok("PyBridge/add_ts", "carol") == 10
     assert k.ok("PyBridge/add_ts", "carol") == 20

@@ -88,9 +88,27 @@ const counter = restate.object({
   },
 });
 
+// A workflow: `run` once per key, waiting on a durable promise that the shared `confirm` resolves.
+const signup = restate.workflow({
+  name: "TsSignup",
+  handlers: {
+    run: async (ctx, email) => {
+      ctx.set("status", "awaiting-confirmation");
+      const code = await ctx.promise("confirmation").get();
+      ctx.set("status", "confirmed");
+      return { email, confirmedWith: code, key: ctx.key };
+    },
+    confirm: async (ctx, code) => {
+      await ctx.promise("confirmation").resolve(code);
+      return "resolved";
+    },
+    status: async (ctx) => (await ctx.get("status")) ?? "unknown",
+  },
+});
+
 const port = Number(process.argv[2]);
 if (!Number.isInteger(port) || port <= 0) {
   console.error("usage: node services.cjs PORT");
   process.exit(2);
 }
-restate.endpoint().bind(greeter).bind(counter).listen(port);
+restate.endpoint().bind(greeter).bind(counter).bind(signup).listen(port);
