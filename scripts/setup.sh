@@ -41,8 +41,9 @@ fi
 # --- Node 22 and the Restate TypeScript SDK (tests/integration/test_typescript_sdk.py) ---------
 # Pinned by tests/ts_services/package.json + package-lock.json (the npm package `node` brings the
 # Node 22 binary: the SDK needs it, system Node 20 is too old), installed with `npm ci` into
-# .kinvoke/node-sdk/ (ignored by git). Skipped when that exact lock is already installed. Without
-# npm the TypeScript tests are skipped (outside CI); `--require-kafka` (CI) makes it an error.
+# .kinvoke/node-sdk/ (ignored by git); package.json's allowScripts approves the one install script
+# (`node`'s, which fetches the binary package). Skipped when that exact lock is already installed.
+# Without npm the TypeScript tests are skipped (outside CI); `--require-kafka` (CI) makes it an error.
 ts_sdk() {
   local src=tests/ts_services dir=.kinvoke/node-sdk want
   want=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)
