@@ -38,6 +38,44 @@ elif [ "$(sed -n 's/.*"version": *"\([^"]*\)".*/\1/p' "$CLI_DIR/node_modules/@re
   fi
 fi
 
+# --- Node 22 and the Restate TypeScript SDK (tests/integration/test_typescript_sdk.py) ---------
+# Pinned by tests/ts_services/package.json + package-lock.json (the npm package `node` brings the
+# Node 22 binary: the SDK needs it, system Node 20 is too old), installed with `npm ci` into
+# .kinvoke/node-sdk/ (ignored by git); package.json's allowScripts approves the one install script
+# (`node`'s, which fetches the binary package). Skipped when that exact lock is already installed.
+# Without npm the TypeScript tests are skipped (outside CI); `--require-kafka` (CI) makes it an error.
+ts_sdk() {
+  local src=tests/ts_services dir=.kinvoke/node-sdk want
+  want=$(cat "$src/package.json" "$src/package-lock.json" | sha256sum | cut -d' ' -f1)
+  if [ -f "$dir/COMPLETE" ] && [ "$(cat "$dir/COMPLETE")" = "$want" ] && [ -x "$dir/node_modules/node/bin/node" ]; then
+    return 0
+  fi
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: no npm found — Node 22 and the Restate TypeScript SDK are not installed; tests/integration/test_typescript_sdk.py will be skipped" >&2
+    return 1
+  fi
+  echo "setup: installing Node 22 and the Restate TypeScript SDK ($src/package-lock.json) into $dir" >&2
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  cp "$src/package.json" "$src/package-lock.json" "$dir/"
+  if ! npm ci --prefix "$dir" --no-audit --no-fund >"$dir.log" 2>&1; then
+    tail -n 20 "$dir.log" >&2
+    echo "setup: npm could not install Node 22 / the TypeScript SDK (whole output in $dir.log); tests/integration/test_typescript_sdk.py will be skipped" >&2
+    return 1
+  fi
+  local v
+  v=$("$dir/node_modules/node/bin/node" --version 2>/dev/null || true)
+  if [[ "$v" != v22.* ]]; then
+    echo "setup: $dir/node_modules/node/bin/node is '${v:-not runnable}', expected Node 22; tests/integration/test_typescript_sdk.py will be skipped" >&2
+    return 1
+  fi
+  echo "$want" >"$dir/COMPLETE"
+}
+if ! ts_sdk && [ "$REQUIRE_KAFKA" = 1 ]; then
+  echo "setup: --require-kafka (CI): the TypeScript SDK tests need Node 22 and the SDK installed" >&2
+  exit 1
+fi
+
 # --- Apache Kafka ----------------------------------------------------------------------------
 POM=scripts/kafka/pom.xml
 LIBS=.kinvoke/kafka-libs
