@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -162,6 +162,25 @@ class Settings(BaseSettings):
         description="librdkafka client properties for every Kafka client, as JSON; a "
         "KINVOKE_KAFKA_<PROPERTY> variable adds one (KINVOKE_KAFKA_SASL_PASSWORD is sasl.password) and "
         "wins; secrets are shown as ***",
+    )
+
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="a Confluent-compatible Schema Registry (comma-separated URLs): commands produced "
+        "directly in its wire format (0x00, 4-byte schema id, Avro) are read with the writer schema "
+        "it gives for the id; unset, such records are dead-lettered",
+    )
+    schema_registry_username: str | None = Field(
+        default=None, description="HTTP basic auth user for the schema registry"
+    )
+    schema_registry_password: SecretStr | None = Field(
+        default=None, description="HTTP basic auth password for the schema registry (shown as ***)"
+    )
+    schema_registry_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="bound on one schema registry request; a registry that does not answer holds the "
+        "records that need it (retried with backoff), it never drops them",
     )
 
     admin_host: str = Field(default="127.0.0.1", description="address the admin API listens on")
