@@ -56,7 +56,7 @@ _TOPICS_CREATE = _fields(
     *_KAFKA, "partitions", "replication_factor", "topic_configs", "changelog_delete_retention_ms", *_LOGS
 )
 _BROKER = _fields("broker*", *_LOGS)
-_INSPECT = _fields(*_KAFKA, *_LOGS)
+_INSPECT = _fields(*_KAFKA, "schema_registry_*", *_LOGS)
 
 # Command (as typed after `kinvoke`) -> the Settings fields it reads, itself or in its children.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -66,7 +66,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "ingress": _INGRESS,
     "admin": _ADMIN,
     "broker": _BROKER,
-    "replay": _fields(*_KAFKA, "partitions", *_LOGS),
+    "replay": _fields(*_KAFKA, "partitions", "schema_registry_*", *_LOGS),
     "topics create": _TOPICS_CREATE,
     "topics tail": _INSPECT,
 }

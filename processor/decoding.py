@@ -12,13 +12,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from kafka_core.schema_registry import RegistryUnavailable, UnknownSchema, WriterSchemas
+from kafka_core.schema_registry import RegistryUnavailable, UnknownSchema, WriterSchemas, client_from_settings
 from schemas import codec
 from schemas.records import Command
+from schemas.settings import Settings
 
 
 class _Record(Protocol):
     def value(self) -> bytes | None: ...
+
+
+class _Raw:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def value(self) -> bytes | None:
+        return self.data
 
 
 class CommandDecoder:
@@ -69,3 +78,19 @@ class CommandDecoder:
         return Command.from_avro(
             codec.decode_resolved(Command.avro_name, writer, data[codec.CONFLUENT_HEADER :])
         )
+
+    def decode_fetching(self, data: bytes) -> Command:
+        """For tools reading the log (replay): fetch the schema when needed, then decode. A
+        registry that cannot answer raises RegistryUnavailable: a replay that skipped the record
+        would not be the processor's."""
+        if self.prefetch([_Raw(data)]) is not None:
+            raise RegistryUnavailable(
+                f"schema id {codec.confluent_schema_id(data)}: the schema registry cannot be reached"
+            )
+        return self.decode(data)
+
+
+def decoder_for(settings: Settings) -> CommandDecoder:
+    """The decoder of `settings`: with the schema registry it names, if any."""
+    client = client_from_settings(settings)
+    return CommandDecoder(WriterSchemas(client) if client is not None else None)

@@ -30,11 +30,10 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from kafka_core.errors import Disposition, classify, describe
 from kafka_core.kafka import client_config, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
-from kafka_core.schema_registry import WriterSchemas, client_from_settings
 from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal
 from processor import state_machine
 from processor.apply import PoisonCommand, apply_records
-from processor.decoding import CommandDecoder
+from processor.decoding import CommandDecoder, decoder_for
 from processor.effects import EffectProducer
 from processor.invoker import AttemptRequest
 from processor.invoker.service import InvokerService
@@ -97,8 +96,7 @@ class ProcessorService:
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
         self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
         self._barriers: dict[int, str] = {}  # partition -> nonce of the barrier we wait for
-        registry = client_from_settings(settings)
-        self.decoder = decoder or CommandDecoder(WriterSchemas(registry) if registry else None)
+        self.decoder = decoder or decoder_for(settings)
         # Partitions paused at a record whose registry schema could not be fetched -> when to retry.
         self._held: dict[int, float] = {}
         self.consumer: Consumer | None = None

@@ -1,6 +1,7 @@
 """The processor and commands in the Confluent Schema Registry wire format: an unknown schema id
 is dead-lettered with the reason; a registry that cannot answer holds that partition at the
-record (paused, read again later) while the records before it and other partitions commit."""
+record (paused, read again later) while the records before it and other partitions commit.
+`kinvoke replay` and `kinvoke topics tail` read them too."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from typing import Any
 
 import fastavro
 import httpx
+import pytest
 
-from kafka_core.schema_registry import WriterSchemas
+from kafka_core.inspect import human_record
+from kafka_core.schema_registry import RegistryUnavailable, WriterSchemas
+from processor import replay
 from processor.decoding import CommandDecoder
+from processor.replay import ReplayReport
 from processor.service import ProcessorService
 from schemas import codec
 from schemas.records import Command, InvocationPhase
@@ -128,3 +133,43 @@ def test_a_registry_outage_holds_the_partition_at_the_record(processor: Processo
     processor.process([record(0, 11, _confluent(invoke(inv=a1))), record(0, 12, invoke(inv=a2))])
     assert store.status(a1) is not None and store.status(a2) is not None
     assert processor.tasks.tasks[0].committed_offset == 13
+
+
+# -- the tools that read the log ---------------------------------------------------------------
+
+
+def test_replay_reads_registry_framed_commands_as_the_processor_did() -> None:
+    client = FakeRegistryClient()
+    decode = CommandDecoder(WriterSchemas(client)).decode_fetching
+    inv = invocation_on(0)
+    report = ReplayReport(0)
+    records = [
+        (0, _confluent(invoke(inv=inv))),
+        (1, _confluent(invoke(inv=invocation_on(0, 1)), schema_id=99)),
+    ]
+    applied = list(replay.apply_records(report, records, 4, decode))
+    assert applied[0].skipped is None and applied[0].command == invoke(inv=inv)
+    assert applied[1].skipped == {
+        "undecodable": "schema id 99 is not in the schema registry (Schema 99 not found)"
+    }
+    assert report.store.status(inv) is not None
+
+
+def test_replay_stops_rather_than_skip_when_the_registry_cannot_answer() -> None:
+    client = FakeRegistryClient()
+    client.down = True
+    decode = CommandDecoder(WriterSchemas(client)).decode_fetching
+    with pytest.raises(RegistryUnavailable, match="schema id 7"):
+        list(
+            replay.apply_records(ReplayReport(0), [(0, _confluent(invoke(inv=invocation_on(0))))], 4, decode)
+        )
+
+
+def test_topics_tail_decodes_registry_framed_commands() -> None:
+    data = _confluent(invoke(inv=invocation_on(0)))
+    rec = human_record(
+        "commands", "t.commands", 0, 0, None, None, data, None, WriterSchemas(FakeRegistryClient())
+    )
+    assert rec.kind == "Invoke" and rec.value["invocation_id"] == invocation_on(0)
+    without = human_record("commands", "t.commands", 0, 0, None, None, data)
+    assert without.kind == "undecodable" and "KINVOKE_SCHEMA_REGISTRY_URL" in without.value["error"]
