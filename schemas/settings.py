@@ -314,6 +314,17 @@ class Settings(BaseSettings):
             return value
         return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
 
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_urls(cls, value: str | None) -> str | None:
+        """One line at start-up instead of a failure on the first record that needs the registry."""
+        if value is None or not value.strip():
+            return None
+        for url in value.split(","):
+            if not url.strip().startswith(("http://", "https://")):
+                raise ValueError(f"schema registry URL {url.strip()!r} is not http:// or https://")
+        return value
+
     @field_validator("topic_configs")
     @classmethod
     def _known_topics(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:

@@ -196,6 +196,9 @@ def test_without_a_registry_configured_the_reason_names_the_setting() -> None:
     with pytest.raises(codec.DecodeError, match="KINVOKE_SCHEMA_REGISTRY_URL"):
         decoder.decode(data)
     assert client_from_settings(Settings()) is None
+    assert client_from_settings(Settings(schema_registry_url="")) is None
+    with pytest.raises(ValueError, match="is not http:// or https://"):
+        Settings(schema_registry_url="http://a:8081,registry:8081")
 
 
 # -- a registry that cannot answer ----------------------------------------------------------------
