@@ -55,6 +55,8 @@ def client_from_settings(settings: Settings) -> _Client | None:
         # The processor retries with its own backoff (the loop must not sleep in the client).
         "max.retries": 0,
     }
+    if settings.schema_registry_ssl_ca_location:
+        conf["ssl.ca.location"] = settings.schema_registry_ssl_ca_location
     if settings.schema_registry_username is not None:
         password = settings.schema_registry_password
         secret = password.get_secret_value() if password is not None else ""

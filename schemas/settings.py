@@ -176,6 +176,10 @@ class Settings(BaseSettings):
     schema_registry_password: SecretStr | None = Field(
         default=None, description="HTTP basic auth password for the schema registry (shown as ***)"
     )
+    schema_registry_ssl_ca_location: str | None = Field(
+        default=None,
+        description="CA certificate file (PEM) for an https schema registry; unset: the system's",
+    )
     schema_registry_timeout_s: float = Field(
         default=5.0,
         gt=0,

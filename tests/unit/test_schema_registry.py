@@ -13,6 +13,7 @@ import json
 import struct
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -254,3 +255,17 @@ def test_credentials_from_the_settings_are_sent_and_a_refusal_is_not_a_dead_lett
         with pytest.raises(RegistryUnavailable, match="401"):
             WriterSchemas(client_from_settings(wrong)).get(schema_id)  # type: ignore[arg-type]
         assert "s3cret" not in repr(right)
+
+
+def test_an_https_registry_with_its_own_ca_is_configured(tmp_path: Path) -> None:
+    import certifi
+
+    url = "https://registry.internal:8081"
+    client = client_from_settings(
+        Settings(schema_registry_url=url, schema_registry_ssl_ca_location=certifi.where())
+    )
+    assert client is not None
+    with pytest.raises(OSError):  # the file is what the client's TLS context loads
+        client_from_settings(
+            Settings(schema_registry_url=url, schema_registry_ssl_ca_location=str(tmp_path / "missing.pem"))
+        )
