@@ -269,3 +269,19 @@ def test_an_https_registry_with_its_own_ca_is_configured(tmp_path: Path) -> None
         client_from_settings(
             Settings(schema_registry_url=url, schema_registry_ssl_ca_location=str(tmp_path / "missing.pem"))
         )
+
+
+def test_a_writer_schema_with_references_is_read(registry: FakeSchemaRegistry) -> None:
+    """Schema references (a named type registered under a subject of its own) are fetched too."""
+    whole = json.loads(codec.schema_json("kinvoke.Command"))
+    invoke = whole["fields"][1]["type"][0]
+    target = next(f for f in invoke["fields"] if f["name"] == "target")
+    target_definition, target["type"] = target["type"], "kinvoke.InvocationTarget"
+    registry.register("kinvoke.InvocationTarget", json.dumps(target_definition))
+    reference = {"name": "kinvoke.InvocationTarget", "subject": "kinvoke.InvocationTarget", "version": 1}
+    schema_id = registry.register(f"{TOPIC}-value", json.dumps(whole), references=[reference])
+    data = _framed(schema_id, json.loads(codec.schema_json("kinvoke.Command")), _invoke().to_avro())
+    decoder = _decoder(registry.url)
+    assert decoder.prefetch([_msg(data)]) is None
+    assert decoder.decode(data) == _invoke()
+    assert "GET /subjects/kinvoke.InvocationTarget/versions/1" in registry.requests
