@@ -1,11 +1,17 @@
 """A small stand-in for a Confluent Schema Registry, on loopback, for the tests.
 
-No real registry runs here (Apicurio Registry 3.3.3 cannot be assembled from what the Maven
-repository serves: its app's `apicurio-registry-schema-util-provider` 3.3.3 is not served, and
-the parent POM of the 3.0.9 line is not either; Confluent's own is not published there). This
-serves the endpoints confluent-kafka's `SchemaRegistryClient` and `AvroSerializer` call, answering
-in the Confluent REST API's JSON shapes and error codes (40401 subject not found, 40403 schema not
-found, 50001 for a registry told to fail), so the client and serializer under test are the real ones.
+No real registry runs here. Apicurio Registry's app jar on Maven Central needs a Quarkus
+build from its dependencies, and none of its lines resolves from what this machine reaches:
+3.3.3 depends on `apicurio-registry-schema-util-provider` 3.3.3 (not served), the parent POM of
+3.0.9 is not served, and 2.4.2.Final (Quarkus 2.16.4) needs `org.everit.json.schema` 1.14.2
+(published elsewhere); with that excluded its Quarkus build still fails on Apicurio's own
+extension `apicurio-common-app-components-config-index-deployment` 0.1.18.Final. Confluent's
+registry is not published to Maven Central.
+
+This serves the endpoints confluent-kafka's `SchemaRegistryClient` and `AvroSerializer` call,
+answering in the Confluent REST API's JSON shapes and error codes (40401 subject not found, 40403
+schema not found, 40101 unauthorized, 50001 for a registry told to fail), so the client and the
+serializer under test are the real ones.
 """
 
 from __future__ import annotations
