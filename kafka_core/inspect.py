@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 from google.protobuf.descriptor import FieldDescriptor
 
 from kafka_core.kafka import client_config, poll_batch, tail_consumer
+from kafka_core.schema_registry import RegistryUnavailable, UnknownSchema, WriterSchemas, client_from_settings
 from schemas import codec
 from schemas.records import Command
 from schemas.service_protocol import Frame, ProtocolViolation, decode_message
@@ -150,15 +151,32 @@ def _proto_scalar(fd: FieldDescriptor, value: Any) -> Any:
     return value
 
 
-def decode_value(raw: bytes) -> tuple[str, Any]:
+def decode_value(raw: bytes, schemas: WriterSchemas | None = None) -> tuple[str, Any]:
     """Any kinvoke record value: (what it is, its humanized content). A command is named by its
-    body (`Invoke`, `AttemptEnded`, …) with the command's timestamp inside."""
-    name = codec.schema_name_of(raw)
-    datum = codec.decode(name, raw)
+    body (`Invoke`, `AttemptEnded`, …) with the command's timestamp inside. A command in the
+    Schema Registry wire format is decoded with the writer schema from `schemas`."""
+    if codec.framing_of(raw) == "confluent":
+        name, datum = Command.avro_name, _decode_confluent(raw, schemas)
+    else:
+        name = codec.schema_name_of(raw)
+        datum = codec.decode(name, raw)
     if name == Command.avro_name:
         body_name, body = datum["body"]
         return body_name.rsplit(".", 1)[-1], {"timestamp": iso(datum["timestamp_ms"]), **humanize(body)}
     return name.rsplit(".", 1)[-1], humanize(datum)
+
+
+def _decode_confluent(raw: bytes, schemas: WriterSchemas | None) -> dict[str, Any]:
+    schema_id = codec.confluent_schema_id(raw)
+    if schemas is None:
+        raise codec.DecodeError(
+            f"Schema Registry wire format (schema id {schema_id}): decoded with KINVOKE_SCHEMA_REGISTRY_URL"
+        )
+    try:
+        writer = schemas.get(schema_id)
+    except (UnknownSchema, RegistryUnavailable) as e:
+        raise codec.DecodeError(str(e)) from e
+    return codec.decode_resolved(Command.avro_name, writer, raw[codec.CONFLUENT_HEADER :])
 
 
 # -- records ----------------------------------------------------------------------------------
@@ -250,6 +268,7 @@ def human_record(
     key: bytes | None,
     value: bytes | None,
     headers: list[tuple[str, str | bytes | None]] | None = None,
+    schemas: WriterSchemas | None = None,
 ) -> HumanRecord:
     """Decode one record of the kinvoke topic `kind` (one of TOPIC_KINDS)."""
     plain: dict[str, str] = {}
@@ -263,7 +282,7 @@ def human_record(
         what, decoded = "tombstone", None
     else:
         try:
-            what, decoded = decode_value(value)
+            what, decoded = decode_value(value, schemas)
         except codec.DecodeError as e:
             what, decoded = "undecodable", {"error": str(e), "raw": content(value)}
     return HumanRecord(
@@ -377,6 +396,8 @@ def tail(
         "logger": _QuietLogger(),
         "allow.auto.create.topics": False,
     }
+    registry = client_from_settings(settings)
+    schemas = WriterSchemas(registry) if registry is not None else None
     with tail_consumer(settings, f"{settings.topic_prefix}-inspect", **extra) as consumer:
         assignment = []
         ends: dict[int, int] = {}  # partition -> its end when we started
@@ -417,7 +438,7 @@ def tail(
                     pending.discard(partition)
                     yield from out.take(held.pop(partition, ()))
                     continue
-                record = _from_message(kind, msg)
+                record = _from_message(kind, msg, schemas)
                 if partition in held and record.offset < ends[partition]:
                     held[partition].append(record)
                     continue
@@ -446,7 +467,7 @@ class _Counted:
             yield record
 
 
-def _from_message(kind: str, msg: Message) -> HumanRecord:
+def _from_message(kind: str, msg: Message, schemas: WriterSchemas | None = None) -> HumanRecord:
     _, ts = msg.timestamp()
     headers = msg.headers() or []
     pairs = list(headers.items()) if isinstance(headers, dict) else list(headers)
@@ -459,6 +480,7 @@ def _from_message(kind: str, msg: Message) -> HumanRecord:
         msg.key(),
         msg.value(),
         pairs,
+        schemas,
     )
 
 

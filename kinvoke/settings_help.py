@@ -30,7 +30,15 @@ _KAFKA = ("bootstrap_servers", "topic_prefix", "kafka_*")
 _LOGS = ("log_format", "log_level")
 _LOCAL_STORES = ("state_dir", "changelog_delete_retention_ms")
 _PROCESSOR = _fields(
-    *_KAFKA, "partitions", "processor_*", "invoker_*", "default_*", *_LOCAL_STORES, "recovery_barrier", *_LOGS
+    *_KAFKA,
+    "partitions",
+    "processor_*",
+    "invoker_*",
+    "schema_registry_*",
+    "default_*",
+    *_LOCAL_STORES,
+    "recovery_barrier",
+    *_LOGS,
 )
 # The advertised URL is the admin's (its /version), the host and port both's (the default URL).
 _INGRESS = _fields(*_KAFKA, "ingress_*", "-ingress_advertised_url", "default_*", *_LOGS)
@@ -48,7 +56,7 @@ _TOPICS_CREATE = _fields(
     *_KAFKA, "partitions", "replication_factor", "topic_configs", "changelog_delete_retention_ms", *_LOGS
 )
 _BROKER = _fields("broker*", *_LOGS)
-_INSPECT = _fields(*_KAFKA, *_LOGS)
+_INSPECT = _fields(*_KAFKA, "schema_registry_*", *_LOGS)
 
 # Command (as typed after `kinvoke`) -> the Settings fields it reads, itself or in its children.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -58,7 +66,7 @@ COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
     "ingress": _INGRESS,
     "admin": _ADMIN,
     "broker": _BROKER,
-    "replay": _fields(*_KAFKA, "partitions", *_LOGS),
+    "replay": _fields(*_KAFKA, "partitions", "schema_registry_*", *_LOGS),
     "topics create": _TOPICS_CREATE,
     "topics tail": _INSPECT,
 }

@@ -62,10 +62,15 @@ class PoisonCommand(Exception):
 
 
 def apply_records(
-    task: PartitionTask, messages: list[Message], sink: Sink, barrier_nonce: str | None = None
+    task: PartitionTask,
+    messages: list[Message],
+    sink: Sink,
+    barrier_nonce: str | None = None,
+    decode: Callable[[bytes], Command] = Command.decode,
 ) -> tuple[list[Action], bool]:
     """Apply `messages` (all of `task`'s partition, in order). Returns the actions to run after
-    commit and whether this task's own barrier came by (recovery may start)."""
+    commit and whether this task's own barrier came by (recovery may start). `decode` does no
+    I/O (processor.decoding: registry schemas are fetched before the transaction)."""
     assert task.store is not None
     topics = task.topics
     actions: list[Action] = []
@@ -77,7 +82,7 @@ def apply_records(
             dead_letter(topics, task.partition, msg, task.poison[offset], sink)
             continue
         try:
-            command = Command.decode(msg.value() or b"")
+            command = decode(msg.value() or b"")
         except (codec.DecodeError, ValueError) as e:
             dead_letter(topics, task.partition, msg, f"not a kinvoke command: {e}", sink)
             continue

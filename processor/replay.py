@@ -12,7 +12,7 @@ status it left, read from the log alone (the id names the partition: schemas/par
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,9 @@ from kafka_core.inspect import (
     partition_count,
 )
 from kafka_core.kafka import read_to_end
+from kafka_core.schema_registry import RegistryUnavailable
 from processor import state_machine
+from processor.decoding import decoder_for
 from processor.state_machine import (
     InvokeAttempt,
     ProduceCommand,
@@ -110,14 +112,18 @@ class Applied:
 
 
 def apply_records(
-    report: ReplayReport, records: Iterable[tuple[int, bytes | None]], num_partitions: int
+    report: ReplayReport,
+    records: Iterable[tuple[int, bytes | None]],
+    num_partitions: int,
+    decode: Callable[[bytes], Command] = Command.decode,
 ) -> Iterator[Applied]:
     """Apply `records` ((offset, value) of the partition's commands, in order) to `report.store`,
-    skipping what the processor dead-lettered the same way it did."""
+    skipping what the processor dead-lettered the same way it did. `decode` reads both framings
+    when it has the schema registry (processor.decoding)."""
     for offset, value in records:
         raw = value or b""
         try:
-            command = Command.decode(raw)
+            command = decode(raw)
         except (codec.DecodeError, ValueError) as e:
             report.undecodable += 1
             yield Applied(offset, raw, skipped={"undecodable": str(e)})
@@ -153,7 +159,8 @@ def _records(settings: Settings, partition: int) -> Iterator[tuple[int, bytes | 
 def replay_partition(settings: Settings, partition: int) -> Iterator[tuple[dict, ReplayReport]]:
     """Apply every committed command of `partition`; yields a description per command."""
     report = ReplayReport(partition)
-    for applied in apply_records(report, _records(settings, partition), settings.partitions):
+    decode = decoder_for(settings).decode_fetching
+    for applied in apply_records(report, _records(settings, partition), settings.partitions, decode):
         if applied.skipped is not None:
             yield {"offset": applied.offset, **applied.skipped}, report
             continue
@@ -183,6 +190,13 @@ def verify(settings: Settings, partition: int) -> list[str]:
 
 
 def run(settings: Settings, partitions: list[int], check: bool) -> int:
+    try:
+        return _run(settings, partitions, check)
+    except RegistryUnavailable as e:
+        raise InspectError(str(e)) from None
+
+
+def _run(settings: Settings, partitions: list[int], check: bool) -> int:
     topic = Topics(settings.topic_prefix).commands
     check_partitions(topic, partition_count(settings, topic), partitions)
     if check:
@@ -253,14 +267,18 @@ def _action(action: Any, invocation_id: str) -> str | None:
 
 
 def timeline(
-    records: Iterable[tuple[int, bytes | None]], invocation_id: str, partition: int, num_partitions: int
+    records: Iterable[tuple[int, bytes | None]],
+    invocation_id: str,
+    partition: int,
+    num_partitions: int,
+    decode: Callable[[bytes], Command] = Command.decode,
 ) -> list[dict[str, Any]]:
     """The invocation's events from its partition's `commands` records ((offset, value), in
     order): each command that concerned it, with its decoded content, the journal entries it
     appended, the status it left and what it asked for next."""
     report = ReplayReport(partition)
     events: list[dict[str, Any]] = []
-    for applied in apply_records(report, records, num_partitions):
+    for applied in apply_records(report, records, num_partitions, decode):
         if not _concerns(invocation_id, applied):
             continue
         assert applied.command is not None
@@ -397,7 +415,11 @@ def run_invocation(settings: Settings, invocation: str, as_json: bool = False) -
     count = partition_count(settings, topic)  # the topic's, whatever KINVOKE_PARTITIONS says
     partition = partition_of(inv.partition_key, count)
     settings = settings.model_copy(update={"partitions": count})
-    events = timeline(_records(settings, partition), invocation, partition, count)
+    try:
+        decode = decoder_for(settings).decode_fetching
+        events = timeline(_records(settings, partition), invocation, partition, count, decode)
+    except RegistryUnavailable as e:
+        raise InspectError(str(e)) from None
     if not events:
         raise InspectError(f"no command of {invocation} in {topic}[{partition}], its partition")
     if as_json:

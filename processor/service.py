@@ -33,6 +33,7 @@ from kafka_core.metadata import MetadataView
 from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal
 from processor import state_machine
 from processor.apply import PoisonCommand, apply_records
+from processor.decoding import CommandDecoder, decoder_for
 from processor.effects import EffectProducer
 from processor.invoker import AttemptRequest
 from processor.invoker.service import InvokerService
@@ -52,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
+HELD_RETRY_S = 1.0  # a partition held for the schema registry is read again after this
 
 
 DEFAULT_INACTIVITY_TIMEOUT_MS = 60_000  # Restate's, for invocations created without options
@@ -72,6 +74,7 @@ class ProcessorService:
         state_dir: StateDirectory | None = None,
         effects: EffectProducer | None = None,
         invoker: InvokerService | None = None,
+        decoder: CommandDecoder | None = None,
     ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
@@ -93,6 +96,9 @@ class ProcessorService:
         self.subscriptions = SubscriptionRunner(settings, self.metadata, self.transactional_id)
         self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
         self._barriers: dict[int, str] = {}  # partition -> nonce of the barrier we wait for
+        self.decoder = decoder or decoder_for(settings)
+        # Partitions paused at a record whose registry schema could not be fetched -> when to retry.
+        self._held: dict[int, float] = {}
         self.consumer: Consumer | None = None
         self.txn: TransactionalProducer | None = None
         self.transactions = 0
@@ -220,6 +226,7 @@ class ProcessorService:
     def step(self) -> None:
         assert self.consumer is not None
         messages = poll_batch(self.consumer, self._poll_timeout_s())
+        self._release_held()
         self._restart_tasks_if_replaced()
         for task in self.tasks.take_restored():
             self._resume(task)
@@ -263,6 +270,7 @@ class ProcessorService:
             return  # every task restores again and re-reads from its committed offset
         running = self.tasks.running()
         batch = {p: (running[p], msgs) for p, msgs in by_partition.items() if p in running}
+        self._hold_undecodable_yet(batch)
         if not batch:
             return
         started = time.perf_counter()
@@ -270,7 +278,9 @@ class ProcessorService:
         try:
             self.txn.begin()
             for p, (task, msgs) in batch.items():
-                actions[p], barrier_seen = apply_records(task, msgs, self.producer, self._barriers.get(p))
+                actions[p], barrier_seen = apply_records(
+                    task, msgs, self.producer, self._barriers.get(p), self.decoder.decode
+                )
                 if barrier_seen:
                     self._barriers.pop(p, None)  # caught up: recovery may start
             # Attempts start while the transaction commits: the state they are built from is a
@@ -309,6 +319,51 @@ class ProcessorService:
             for action in actions.get(p, []):
                 if isinstance(action, ScheduleTimer):
                     self._run_action(task, action)  # timers: only what is committed
+
+    def _hold_undecodable_yet(self, batch: dict[int, tuple[PartitionTask, list[Message]]]) -> None:
+        """Fetch the registry schemas the batch needs before its transaction. A partition whose
+        record needs a schema the registry cannot give now is cut before that record and paused;
+        `_release_held` reads it again from there later (the record is neither lost nor
+        dead-lettered for an outage; other partitions go on)."""
+        self.decoder.new_batch()
+        for p in list(batch):
+            task, msgs = batch[p]
+            if p in self._held:  # fetched before the pause took effect: read again on release
+                del batch[p]
+                continue
+            stop = self.decoder.prefetch(msgs)
+            if stop is None:
+                continue
+            assert self.consumer is not None
+            offset = msgs[stop].offset()
+            self._held[p] = time.monotonic() + HELD_RETRY_S
+            self.consumer.pause([TopicPartition(self.topics.commands, p)])
+            log.warning(
+                "processor.partition_held", partition=p, offset=offset, why="schema registry unavailable"
+            )
+            if stop == 0:
+                del batch[p]
+            else:
+                batch[p] = (task, msgs[:stop])
+
+    def _release_held(self) -> None:
+        """Resume held partitions from their committed offset (the held record) once due."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        for p, due in list(self._held.items()):
+            if now < due:
+                continue
+            del self._held[p]
+            task = self.tasks.running().get(p)
+            if task is None:
+                continue  # no longer ours or restoring: the task manager resumes it
+            tp = TopicPartition(self.topics.commands, p, task.committed_offset)
+            try:
+                self.consumer.seek(tp)
+                self.consumer.resume([tp])
+            except KafkaException as e:
+                log.warning("processor.resume_failed", partition=p, error=describe(e))
+                self._held[p] = now + HELD_RETRY_S
 
     def _restart_tasks_if_replaced(self) -> bool:
         """After an outage the producer is replaced before it is used again; after any
@@ -425,6 +480,7 @@ class ProcessorService:
     def _on_task_closed(self, task: PartitionTask) -> None:
         self.invoker.cancel_partition(task.partition)
         self._barriers.pop(task.partition, None)
+        self._held.pop(task.partition, None)
 
     # -- actions --------------------------------------------------------------------------------
 

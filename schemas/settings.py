@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -164,6 +164,29 @@ class Settings(BaseSettings):
         "wins; secrets are shown as ***",
     )
 
+    schema_registry_url: str | None = Field(
+        default=None,
+        description="a Confluent-compatible Schema Registry (comma-separated URLs): commands produced "
+        "directly in its wire format (0x00, 4-byte schema id, Avro) are read with the writer schema "
+        "it gives for the id; unset, such records are dead-lettered",
+    )
+    schema_registry_username: str | None = Field(
+        default=None, description="HTTP basic auth user for the schema registry"
+    )
+    schema_registry_password: SecretStr | None = Field(
+        default=None, description="HTTP basic auth password for the schema registry (shown as ***)"
+    )
+    schema_registry_ssl_ca_location: str | None = Field(
+        default=None,
+        description="CA certificate file (PEM) for an https schema registry; unset: the system's",
+    )
+    schema_registry_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="bound on one schema registry request; a registry that does not answer holds the "
+        "records that need it (retried with backoff), it never drops them",
+    )
+
     admin_host: str = Field(default="127.0.0.1", description="address the admin API listens on")
     admin_port: int = Field(default=9070, description="port of the admin API")
     ingress_host: str = Field(default="127.0.0.1", description="address the HTTP ingress listens on")
@@ -294,6 +317,17 @@ class Settings(BaseSettings):
         if not isinstance(value, Mapping):
             return value
         return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_urls(cls, value: str | None) -> str | None:
+        """One line at start-up instead of a failure on the first record that needs the registry."""
+        if value is None or not value.strip():
+            return None
+        for url in value.split(","):
+            if not url.strip().startswith(("http://", "https://")):
+                raise ValueError(f"schema registry URL {url.strip()!r} is not http:// or https://")
+        return value
 
     @field_validator("topic_configs")
     @classmethod
