@@ -17,6 +17,7 @@ from aiohttp import web
 from admin_api import discovery, introspection, invocations, subscriptions
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
+from admin_api.metrics import request_metrics
 from admin_api.registration import (
     Outcome,
     RegistrationPlan,
@@ -39,6 +40,7 @@ from admin_api.rest_model import (
     service_json,
 )
 from admin_api.store import RegistryStore
+from kafka_core import observability
 from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId, InvalidId
@@ -110,6 +112,18 @@ async def health(request: web.Request) -> web.Response:
     if problem is not None:
         return _error(503, f"the admin API is not healthy: {problem}")
     return web.Response(status=200)
+
+
+async def health_details(request: web.Request) -> web.Response:
+    """kinvoke's own: `/health` keeps Restate's empty 200. Whether Kafka is reachable and whether
+    the registry view is current (caught up with the metadata topic's end, asked now); 503 when
+    either is not."""
+    problem = _problem(request.app)
+    catch_up = None if problem is not None else getattr(_store(request), "catch_up", None)
+    report = await observability.health_report(problem, catch_up)
+    if problem is not None:
+        report["registry"]["problem"] = "not checked: Kafka is unreachable"
+    return _json(report, 200 if report["healthy"] else 503)
 
 
 def _kinvoke_version() -> str:
@@ -580,7 +594,7 @@ def create_admin_app(
     control: InvocationControl | None = None,
     changelog: ChangelogView | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[request_metrics, error_middleware])
     app[STORE_KEY] = store
     if control is not None:
         app[CONTROL_KEY] = control
@@ -588,6 +602,7 @@ def create_admin_app(
         app[CHANGELOG_KEY] = changelog
     app[SETTINGS_KEY] = settings
     app.add_routes(_routes(""))
+    app.add_routes([web.get("/health/details", health_details), web.get("/metrics", observability.metrics)])
     for v in API_VERSIONS:
         app.add_routes(_routes(f"/v{v}"))
     return app

@@ -30,16 +30,17 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from kafka_core.errors import Disposition, classify, describe
 from kafka_core.kafka import client_config, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
-from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal
-from processor import state_machine
+from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal, join_problems
+from processor import metrics, state_machine
 from processor.apply import PoisonCommand, apply_records
 from processor.effects import EffectProducer
+from processor.http_server import HttpPortTaken, ProcessorHttp
 from processor.invoker import AttemptRequest
 from processor.invoker.service import InvokerService
 from processor.state_dir import Slot, StateDirectory
 from processor.state_machine import AbortAttempt, Action, InvokeAttempt, NotifyAttempt, ScheduleTimer
 from processor.subscriptions import SubscriptionRunner
-from processor.task import PartitionTask
+from processor.task import PartitionTask, TaskState
 from processor.task_manager import TaskManager
 from processor.transactions import TransactionalProducer, Wedged
 from schemas.ids import InvocationId
@@ -52,6 +53,7 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
+GAUGES_EVERY_S = 1.0
 
 
 DEFAULT_INACTIVITY_TIMEOUT_MS = 60_000  # Restate's, for invocations created without options
@@ -91,12 +93,14 @@ class ProcessorService:
         )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
+        self.http: ProcessorHttp | None = None
         self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
         self._barriers: dict[int, str] = {}  # partition -> nonce of the barrier we wait for
         self.consumer: Consumer | None = None
         self.txn: TransactionalProducer | None = None
         self.transactions = 0
         self._producer_generation = 0  # the producer generation the tasks were restored under
+        self._gauges_due = 0.0
         self._consumer_link = KafkaLink("processor consumer")
         self._producer_link = KafkaLink("processor transactions")
 
@@ -124,6 +128,12 @@ class ProcessorService:
             self.invoker.start()
             self.tasks.start()
             self.subscriptions.start()
+            self.http = ProcessorHttp(
+                self.settings.processor_http_host,
+                self.settings.processor_http_port,
+                self.task_report,
+                self.problem,
+            ).start()
             self.txn = self._transactional_producer()
             self.consumer = self._consumer_factory(self._consumer_config())
             self.consumer.subscribe(
@@ -142,7 +152,7 @@ class ProcessorService:
             )
             while not self._stop.is_set():
                 self.step()
-        except Unrecoverable as e:
+        except (Unrecoverable, HttpPortTaken) as e:
             fatal("processor", str(e))
         except Exception as e:
             log.exception("processor.crashed")
@@ -206,6 +216,8 @@ class ProcessorService:
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.warning("processor.consumer_close_failed", exc_info=True)
         self.tasks.stop()
+        if self.http is not None:
+            self.http.stop()
         self.invoker.stop()
         self.effects.stop()
         if self.txn is not None:
@@ -214,6 +226,37 @@ class ProcessorService:
         if self.slot is not None:
             self.slot.lock.release()
         log.info("processor.stopped")
+
+    # -- what the HTTP server shows --------------------------------------------------------------
+
+    def task_report(self) -> dict[str, Any]:
+        """The owned partitions and their tasks' states (a snapshot; called from the HTTP thread)."""
+        tasks = dict(self.tasks.tasks)  # a copy is atomic; the loop thread changes the dict
+        return {
+            "member": self.member,
+            "group": self.settings.processor_group,
+            "partitions": sorted(tasks),
+            "tasks": [
+                {
+                    "partition": p,
+                    "state": t.state.name,
+                    "committed_offset": t.committed_offset,
+                    "restored_records": t.restored_records,
+                    "restore_ms": t.restore_ms,
+                }
+                for p, t in sorted(tasks.items())
+            ],
+        }
+
+    def problem(self) -> str | None:
+        """None while this processor can work, else why not (its `/health`)."""
+        return join_problems(
+            self.metadata.health(),
+            self._consumer_link.problem(),
+            self._producer_link.problem(),
+            None if self.invoker.is_alive() else "the invoker's event loop stopped",
+            None if self.tasks.restorer_alive() else "the restorer thread stopped",
+        )
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -227,7 +270,32 @@ class ProcessorService:
         if messages:
             self.process(messages)
         self._recover_caught_up()
+        self._update_gauges()
         self._check_components()
+
+    def _update_gauges(self) -> None:
+        """Consumer lag and task states, at most once a second (local reads: no broker round trip)."""
+        now = time.monotonic()
+        if now < self._gauges_due:
+            return
+        self._gauges_due = now + GAUGES_EVERY_S
+        assert self.consumer is not None
+        tasks = dict(self.tasks.tasks)
+        for state in TaskState:
+            metrics.TASKS.labels(state.value).set(sum(t.state == state for t in tasks.values()))
+        running = [
+            TopicPartition(self.topics.commands, p) for p, t in tasks.items() if t.state == TaskState.RUNNING
+        ]
+        if not running:
+            return
+        try:
+            positions = self.consumer.position(running)
+            for tp in positions:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - tp.offset))
+        except KafkaException as e:
+            log.debug("processor.lag_unknown", error=describe(e))
 
     def _poll_timeout_s(self) -> float:
         if self.tasks.restoring() or any(t.recovery_pending for t in self.tasks.running().values()):
@@ -295,16 +363,17 @@ class ProcessorService:
             self._on_kafka_error(e, batch)
             return
         self.transactions += 1
+        elapsed = time.perf_counter() - started
+        records = sum(len(m) for _, m in batch.values())
+        metrics.COMMIT_SECONDS.observe(elapsed)
+        metrics.BATCH_RECORDS.observe(records)
         self.producer.poll(0)  # delivery reports not yet served carry the changelog offsets
         for task, msgs in batch.values():
             task.committed_offset = _next_offset(msgs)
             task.commit_store()
-        log.debug(
-            "processor.committed",
-            partitions=len(batch),
-            records=sum(len(m) for _, m in batch.values()),
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+            assert task.store is not None
+            metrics.count_transitions(task.store.take_transitions())
+        log.debug("processor.committed", partitions=len(batch), records=records, ms=round(elapsed * 1000, 2))
         for p, (task, _) in batch.items():
             for action in actions.get(p, []):
                 if isinstance(action, ScheduleTimer):
@@ -368,6 +437,7 @@ class ProcessorService:
     def _resume(self, task: PartitionTask) -> None:
         assert self.consumer is not None and task.store is not None
         task.mark_running()
+        metrics.RESTORE_SECONDS.labels(str(task.partition)).set(task.restore_ms / 1000)
         tp = TopicPartition(self.topics.commands, task.partition, task.start_offset)
         self.consumer.seek(tp)
         self.consumer.resume([tp])
@@ -421,6 +491,7 @@ class ProcessorService:
     def _on_task_closed(self, task: PartitionTask) -> None:
         self.invoker.cancel_partition(task.partition)
         self._barriers.pop(task.partition, None)
+        metrics.forget_partition(task.partition)
 
     # -- actions --------------------------------------------------------------------------------
 

@@ -184,6 +184,15 @@ class Settings(BaseSettings):
         description="static group membership (KIP-345), one id per processor: a restarted processor "
         "takes its partitions back without a rebalance; unset, a dynamic member",
     )
+    processor_http_host: str = Field(
+        default="127.0.0.1",
+        description="address of the processor's HTTP server (/metrics, /tasks, /health)",
+    )
+    processor_http_port: int = Field(
+        default=0,
+        description="port of the processor's HTTP server; 0: one the OS chooses (logged as "
+        "processor.http_listening), so several processors can share a machine",
+    )
     processor_session_timeout_ms: int = Field(
         default=10_000, description="how long a processor that died keeps its partitions (session.timeout.ms)"
     )

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 import structlog
 
 from kafka_core.options import invocation_options
+from processor import metrics
 from processor.effects import EffectProducer
 from processor.invoker.attempt import AttemptRequest, AttemptResult, Invoker, negotiate_version
 from processor.invoker.deployments import deployment_for
@@ -26,7 +27,15 @@ from processor.invoker.mailbox import Mailbox
 from processor.state_machine import InvokeAttempt, NotifyAttempt
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import AttemptEnded, AttemptFailed, AttemptProgress, Command, ResolvedCallee
+from schemas.records import (
+    AttemptEnded,
+    AttemptFailed,
+    AttemptProgress,
+    Command,
+    Ended,
+    ResolvedCallee,
+    Suspended,
+)
 from schemas.registry import Registry
 from schemas.service_protocol import Frame, MessageType, decode_message
 from schemas.settings import Settings
@@ -36,6 +45,14 @@ log = structlog.get_logger(__name__)
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_OUTCOMES: dict[type, str] = {Ended: "ended", Suspended: "suspended", AttemptFailed: "failed"}
+
+
+def _attempt_done(service: str, handler: str, outcome: str, started: float) -> None:
+    metrics.ATTEMPTS_COMPLETED.labels(service, handler, outcome).inc()
+    metrics.ATTEMPT_SECONDS.labels(service, outcome).observe(time.perf_counter() - started)
 
 
 def resolve_callees(
@@ -220,6 +237,8 @@ class InvokerService:
         if delay > 0:
             await asyncio.sleep(delay)
         deployment_id = pinned or ""
+        metrics.ATTEMPTS_STARTED.labels(service, request.handler).inc()
+        started = time.perf_counter()
         try:
             deployment = deployment_for(self._registry(), service, pinned)
             if deployment is None:
@@ -260,6 +279,7 @@ class InvokerService:
                     )
             callees = resolve_callees(self._registry(), result.new_entries, self._settings)
         except asyncio.CancelledError:
+            _attempt_done(service, request.handler, "cancelled", started)
             raise
         except Exception as e:  # noqa: BLE001 - an attempt that blows up is a failed attempt
             log.exception("attempt.crashed", invocation_id=request.invocation_id, attempt=action.attempt)
@@ -268,6 +288,7 @@ class InvokerService:
             )
             callees = []
         outcome = result.outcome
+        _attempt_done(service, request.handler, _OUTCOMES.get(type(outcome), "failed"), started)
         failure: dict[str, object] = {}
         if isinstance(outcome, AttemptFailed):
             # A failed attempt is a warning with what the SDK said: code, message, the command it
