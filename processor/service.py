@@ -283,17 +283,18 @@ class ProcessorService:
         tasks = dict(self.tasks.tasks)
         for state in TaskState:
             metrics.TASKS.labels(state.value).set(sum(t.state == state for t in tasks.values()))
-        running = [
-            TopicPartition(self.topics.commands, p) for p, t in tasks.items() if t.state == TaskState.RUNNING
-        ]
+        running = {p: t for p, t in tasks.items() if t.state == TaskState.RUNNING}
         if not running:
             return
         try:
-            positions = self.consumer.position(running)
+            positions = self.consumer.position([TopicPartition(self.topics.commands, p) for p in running])
             for tp in positions:
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-                if tp.offset >= 0 and high >= 0:
-                    metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - tp.offset))
+                # No position before the first record is consumed: the task's committed offset is
+                # where consuming resumed.
+                position = tp.offset if tp.offset >= 0 else running[tp.partition].committed_offset
+                if high >= 0:
+                    metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - position))
         except KafkaException as e:
             log.debug("processor.lag_unknown", error=describe(e))
 

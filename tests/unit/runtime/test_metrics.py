@@ -157,3 +157,21 @@ def test_a_taken_port_is_one_clear_error() -> None:
             HttpPortTaken, match=f"cannot listen on 127.0.0.1:{port}.*KINVOKE_PROCESSOR_HTTP_PORT"
         ):
             ProcessorHttp("127.0.0.1", port, dict, lambda: None)
+
+
+def test_lag_per_running_partition_and_tasks_by_state(processor: ProcessorService) -> None:
+    processor.tasks.tasks[0] = running_task(0, start_offset=2)
+    processor.tasks.tasks[1] = running_task(1, start_offset=3)  # nothing consumed yet: no position
+    processor.tasks.tasks[2] = running_task(2)
+    processor.tasks.tasks[2].state = TaskState.RESTORING
+    consumer = processor.consumer
+    consumer.positions[0] = 5  # type: ignore[union-attr]
+    highs = {0: 9, 1: 3, 2: 50}
+    consumer.get_watermark_offsets = lambda tp, cached: (0, highs[tp.partition])  # type: ignore[union-attr]
+    processor._update_gauges()
+    assert sample("kinvoke_consumer_lag", partition="0") == 4
+    assert sample("kinvoke_consumer_lag", partition="1") == 0  # from the task's committed offset
+    assert REGISTRY.get_sample_value("kinvoke_consumer_lag", {"partition": "2"}) is None  # not running
+    assert sample("kinvoke_tasks", state="running") == 2 and sample("kinvoke_tasks", state="restoring") == 1
+    processor._on_task_closed(processor.tasks.tasks.pop(0))  # given up: its series go
+    assert REGISTRY.get_sample_value("kinvoke_consumer_lag", {"partition": "0"}) is None
