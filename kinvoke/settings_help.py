@@ -30,7 +30,15 @@ _KAFKA = ("bootstrap_servers", "topic_prefix", "kafka_*")
 _LOGS = ("log_format", "log_level")
 _LOCAL_STORES = ("state_dir", "changelog_delete_retention_ms")
 _PROCESSOR = _fields(
-    *_KAFKA, "partitions", "processor_*", "invoker_*", "default_*", *_LOCAL_STORES, "recovery_barrier", *_LOGS
+    *_KAFKA,
+    "partitions",
+    "processor_*",
+    "invoker_*",
+    "tracing_*",
+    "default_*",
+    *_LOCAL_STORES,
+    "recovery_barrier",
+    *_LOGS,
 )
 # The advertised URL is the admin's (its /version), the host and port both's (the default URL).
 _INGRESS = _fields(*_KAFKA, "ingress_*", "-ingress_advertised_url", "default_*", *_LOGS)

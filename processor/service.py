@@ -39,9 +39,11 @@ from processor.invoker import AttemptRequest
 from processor.invoker.service import InvokerService
 from processor.state_dir import Slot, StateDirectory
 from processor.state_machine import AbortAttempt, Action, InvokeAttempt, NotifyAttempt, ScheduleTimer
+from processor.storage import PhaseChange
 from processor.subscriptions import SubscriptionRunner
 from processor.task import PartitionTask, TaskState
 from processor.task_manager import TaskManager
+from processor.tracing import Tracing, input_traceparent
 from processor.transactions import TransactionalProducer, Wedged
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
@@ -54,6 +56,7 @@ log = structlog.get_logger(__name__)
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
 GAUGES_EVERY_S = 1.0
+TRACEPARENTS_KEPT = 100_000  # callers' trace contexts remembered for running invocations
 
 
 DEFAULT_INACTIVITY_TIMEOUT_MS = 60_000  # Restate's, for invocations created without options
@@ -85,11 +88,14 @@ class ProcessorService:
         self.member = settings.processor_instance_id or ""
         self._stop = threading.Event()
         self.effects = effects or EffectProducer(settings)
+        self.tracing = Tracing(settings)
+        self._traceparents: dict[str, str | None] = {}  # invocation id -> its caller's, while it runs
         self.invoker = invoker or InvokerService(
             self.metadata.registry,
             self.effects,
             settings.invoker_concurrency_per_deployment,
             settings,
+            self.tracing,
         )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata)
@@ -222,6 +228,7 @@ class ProcessorService:
         self.effects.stop()
         if self.txn is not None:
             self.txn.close()
+        self.tracing.shutdown()
         self.metadata.stop()
         if self.slot is not None:
             self.slot.lock.release()
@@ -373,7 +380,10 @@ class ProcessorService:
             task.committed_offset = _next_offset(msgs)
             task.commit_store()
             assert task.store is not None
-            metrics.count_transitions(task.store.take_transitions())
+            changes = task.store.take_transitions()
+            metrics.count_transitions(changes)
+            if self.tracing.enabled:
+                self._trace_completions(task, changes)
         log.debug("processor.committed", partitions=len(batch), records=records, ms=round(elapsed * 1000, 2))
         for p, (task, _) in batch.items():
             for action in actions.get(p, []):
@@ -531,10 +541,37 @@ class ProcessorService:
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
             abort_timeout_s=options.abort_timeout_ms / 1000 if options.abort_timeout_ms else None,
             inactivity_timeout_s=(options.inactivity_timeout_ms or DEFAULT_INACTIVITY_TIMEOUT_MS) / 1000,
+            traceparent=self._traceparent(task, action.invocation_id) if self.tracing.enabled else None,
         )
         if task.recovery_pending:
             task.started.add((action.invocation_id, action.attempt))
         self.invoker.invoke(task.partition, action, request, status.deployment_id, status.target.service)
+
+    # -- tracing --------------------------------------------------------------------------------
+
+    def _traceparent(self, task: PartitionTask, invocation_id: str) -> str | None:
+        """The caller's `traceparent`, from the invocation's input headers (journal entry 0)."""
+        if invocation_id in self._traceparents:
+            return self._traceparents[invocation_id]
+        assert task.store is not None
+        journal = task.store.journal(invocation_id)
+        found = input_traceparent(journal[0].frame) if journal else None
+        if len(self._traceparents) >= TRACEPARENTS_KEPT:
+            self._traceparents.clear()
+        self._traceparents[invocation_id] = found
+        return found
+
+    def _trace_completions(self, task: PartitionTask, changes: list[PhaseChange]) -> None:
+        assert task.store is not None
+        for change in changes:
+            if change.phase != InvocationPhase.COMPLETED:
+                continue
+            traceparent = self._traceparent(task, change.invocation_id)
+            self._traceparents.pop(change.invocation_id, None)
+            target = f"{change.service}/{change.handler}"
+            self.tracing.invocation_completed(
+                change.invocation_id, traceparent, target, change.created_at_ms, None, change.failure
+            )
 
     def _fire_timers(self) -> None:
         """Due timers become TimerFired commands, appended to their partition (no transaction:

@@ -16,6 +16,7 @@ from kafka_core.changelog_records import ChangelogRecords
 from kafka_core.changelog_store import ChangelogStore
 from schemas import changelog, codec
 from schemas.records import (
+    Failure,
     InvocationPhase,
     InvocationStatus,
     JournalEntry,
@@ -32,6 +33,9 @@ class PhaseChange(NamedTuple):
     phase: str
     service: str
     handler: str
+    invocation_id: str
+    created_at_ms: int
+    failure: str | None  # a completed invocation's failure message
 
 
 Decoded = InvocationStatus | JournalEntry | None  # a written record's model, when the writer has it
@@ -146,7 +150,18 @@ class PartitionStore(ChangelogRecords):
         old = self.kv.get(key)
         old_phase = None if old is None else codec.decode(InvocationStatus.avro_name, old)["phase"]
         if old_phase != status.phase:
-            self.transitions.append(PhaseChange(status.phase, status.target.service, status.target.handler))
+            target, result = status.target, status.result
+            failure = result.message if isinstance(result, Failure) else None
+            self.transitions.append(
+                PhaseChange(
+                    status.phase,
+                    target.service,
+                    target.handler,
+                    status.invocation_id,
+                    status.created_at_ms,
+                    failure,
+                )
+            )
 
     def take_transitions(self) -> list[PhaseChange]:
         """The phase changes of the committed batch (the caller's to count)."""

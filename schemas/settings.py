@@ -193,6 +193,12 @@ class Settings(BaseSettings):
         description="port of the processor's HTTP server; 0: one the OS chooses (logged as "
         "processor.http_listening), so several processors can share a machine",
     )
+    tracing_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces): the processors "
+        "then export a span per invocation and per attempt; unset, no tracing",
+    )
+    tracing_service_name: str = Field(default="kinvoke", description="service.name of the exported spans")
     processor_session_timeout_ms: int = Field(
         default=10_000, description="how long a processor that died keeps its partitions (session.timeout.ms)"
     )
