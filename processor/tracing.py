@@ -148,7 +148,9 @@ def invocation_span_context(invocation_id: str, traceparent: str | None) -> Span
     caller = parse_traceparent(traceparent)
     trace_id = caller.trace_id if caller is not None else int.from_bytes(digest[8:24], "big") or 1
     span_id = int.from_bytes(digest[:8], "big") or 1
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    # The caller's sampling decision holds for the whole invocation.
+    flags = caller.trace_flags if caller is not None else TraceFlags(TraceFlags.SAMPLED)
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
 
 
 def input_traceparent(frame: bytes) -> str | None:

@@ -65,3 +65,15 @@ def test_the_attempt_request_carries_the_trace_headers() -> None:
     )
     headers = Invoker._headers(DeploymentTarget(uri="http://d"), request, 6)
     assert headers["traceparent"] == CALLER
+
+
+def test_a_caller_that_does_not_sample_is_followed() -> None:
+    exporter = InMemorySpanExporter()
+    tracing = Tracing(Settings(), exporter=exporter)
+    unsampled = CALLER[:-2] + "00"
+    span, headers = tracing.start_attempt(INV, unsampled, "Greeter/greet", 1)
+    Tracing.end_attempt(span, "ended")
+    tracing.invocation_completed(INV, unsampled, "Greeter/greet", 1_000, 1_250, None)
+    tracing.shutdown()
+    assert exporter.get_finished_spans() == ()
+    assert headers["traceparent"].endswith("-00")  # the deployment is told not to sample either
