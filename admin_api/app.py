@@ -17,6 +17,7 @@ from aiohttp import web
 from admin_api import discovery, introspection, invocations, openapi, state, subscriptions
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
+from admin_api.metrics import request_metrics
 from admin_api.registration import (
     Outcome,
     RegistrationPlan,
@@ -40,6 +41,7 @@ from admin_api.rest_model import (
 )
 from admin_api.state import StateEditor
 from admin_api.store import RegistryStore
+from kafka_core import observability
 from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId, InvalidId
@@ -125,6 +127,18 @@ async def cluster_health(request: web.Request) -> web.Response:
 
 async def admin_openapi(request: web.Request) -> web.Response:
     return web.Response(body=openapi.admin_openapi(), content_type="application/json")
+
+
+async def health_details(request: web.Request) -> web.Response:
+    """kinvoke's own: `/health` keeps Restate's empty 200. Whether Kafka is reachable and whether
+    the registry view is current (caught up with the metadata topic's end, asked now); 503 when
+    either is not."""
+    problem = _problem(request.app)
+    catch_up = None if problem is not None else getattr(_store(request), "catch_up", None)
+    report = await observability.health_report(problem, catch_up)
+    if problem is not None:
+        report["registry"]["problem"] = "not checked: Kafka is unreachable"
+    return _json(report, 200 if report["healthy"] else 503)
 
 
 def _kinvoke_version() -> str:
@@ -627,7 +641,7 @@ def create_admin_app(
     changelog: ChangelogView | None = None,
     state_editor: StateEditor | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[error_middleware])
+    app = web.Application(middlewares=[request_metrics, error_middleware])
     app[STORE_KEY] = store
     if control is not None:
         app[CONTROL_KEY] = control
@@ -637,6 +651,7 @@ def create_admin_app(
         app[STATE_KEY] = state_editor
     app[SETTINGS_KEY] = settings
     app.add_routes(_routes(""))
+    app.add_routes([web.get("/health/details", health_details), web.get("/metrics", observability.metrics)])
     for v in API_VERSIONS:
         app.add_routes(_routes(f"/v{v}"))
     return app

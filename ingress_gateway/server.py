@@ -16,6 +16,7 @@ import structlog
 from aiohttp import web
 
 from ingress_gateway.limits import REQUEST_SIZE_LIMIT, SERVER_ARGS, restate_http_limits
+from ingress_gateway.metrics import request_metrics, set_kind
 from ingress_gateway.paths import (
     SCOPES_UNSUPPORTED,
     AwakeablePath,
@@ -27,9 +28,10 @@ from ingress_gateway.paths import (
     parse_request_path,
 )
 from ingress_gateway.targets import ResolvedTarget, UnknownTarget, known_service_type, resolve_target
-from kafka_core import supervision
+from kafka_core import observability, supervision
 from kafka_core.commands import CommandClient
 from kafka_core.metadata import MetadataView
+from kafka_core.observability import health_report
 from kafka_core.options import invocation_options
 from kafka_core.results import ResultsListener
 from kafka_core.supervision import Unavailable, join_problems
@@ -121,10 +123,11 @@ class Ingress:
 
     def app(self) -> web.Application:
         app = web.Application(
-            middlewares=[restate_http_limits, cors_middleware],
+            middlewares=[request_metrics, restate_http_limits, cors_middleware],
             client_max_size=REQUEST_SIZE_LIMIT,
             handler_args=SERVER_ARGS,
         )
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_route("OPTIONS", "/{tail:.*}", self.preflight)
         app.router.add_route("*", "/{tail:.*}", self.dispatch)
         app.on_startup.append(lambda _app: self.start())
@@ -151,11 +154,15 @@ class Ingress:
         except IngressError as e:
             return error_response(e.status, e.message)
         if isinstance(parsed, HealthPath):
+            set_kind(request, "health")
             return await self.health(request) if request.method == "GET" else method_not_allowed()
         if isinstance(parsed, AwakeablePath):
+            set_kind(request, "awakeable")
             return await self.complete_awakeable(request, parsed)
         if isinstance(parsed, OutputPath):
+            set_kind(request, "attach" if parsed.attach else "output")
             return await self.get_output(request, parsed)
+        set_kind(request, "send" if parsed.send else "call")
         return await self.invoke(request, parsed, path)
 
     async def _look_up(self, lookup: Callable[[Registry], _T]) -> _T:
@@ -176,11 +183,24 @@ class Ingress:
         return lookup(self.metadata.registry())
 
     async def health(self, request: web.Request) -> web.Response:
+        """Restate's `{"services": [...]}`, and kinvoke's `kafka` and `registry` beside it: whether
+        Kafka is reachable and whether this ingress' registry view is current (it is caught up
+        with the metadata topic's end, asked of the broker now). 503 as before when a Kafka client
+        is down; a view that is merely behind answers 200 with `"current": false`."""
         problem = self.problem()
         if problem is not None:
-            return error_response(503, f"the ingress is not healthy: {problem}")
+            report = await health_report(problem, None)
+            report["registry"]["problem"] = "not checked: Kafka is unreachable"
+            return error_response(503, f"the ingress is not healthy: {problem}", **_details(report))
+        report = await health_report(None, getattr(self.metadata, "catch_up", None))
         names = sorted(self.metadata.registry().services)
-        return web.json_response({"services": names}, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+        return web.json_response(
+            {"services": names, **_details(report)}, dumps=lambda o: json.dumps(o, separators=(",", ":"))
+        )
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        set_kind(request, "metrics")
+        return await observability.metrics(request)
 
     async def complete_awakeable(self, request: web.Request, path: AwakeablePath) -> web.Response:
         """`POST /restate/awakeables/{id}/resolve` (body = the value) or `/reject` (body = reason)."""
@@ -271,6 +291,7 @@ class Ingress:
         return h.output_content_type if h is not None else "application/json"
 
     async def preflight(self, request: web.Request) -> web.Response:
+        set_kind(request, "preflight")
         headers = {
             "access-control-allow-methods": request.headers.get("access-control-request-method", "POST"),
             "access-control-allow-origin": request.headers.get("origin", "*"),
@@ -477,6 +498,10 @@ def _delay_ms(query: str) -> int | None:
                     400, f"bad delay query parameter, must be a ISO8601 duration: {e}"
                 ) from None
     return None
+
+
+def _details(report: dict[str, Any]) -> dict[str, Any]:
+    return {"kafka": report["kafka"], "registry": report["registry"]}
 
 
 def _rfc3339_ms(ms: int) -> str:

@@ -107,11 +107,20 @@ def taken_ports(settings: Settings, with_broker: bool) -> str | None:
     ]
     if with_broker:
         wanted.insert(0, ("broker", "127.0.0.1", settings.broker_port, "KINVOKE_BROKER_PORT"))
+    if settings.processor_http_port:
+        host, port = settings.processor_http_host, settings.processor_http_port
+        wanted.append(("processor", host, port, "KINVOKE_PROCESSOR_HTTP_PORT"))
     taken = [f"{what} {host}:{port} ({env})" for what, host, port, env in wanted if not port_free(host, port)]
     if not taken:
         return None
     ports = "port in use" if len(taken) == 1 else "ports in use"
     return f"{ports}: {', '.join(taken)}; stop what uses them or choose others"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def _local(host: str) -> str:
@@ -162,6 +171,7 @@ def banner(settings: Settings, seconds: float) -> str:
     return (
         f"kinvoke dev: admin http://{settings.admin_host}:{settings.admin_port}  "
         f"ingress http://{settings.ingress_host}:{settings.ingress_port}  "
+        f"processor http://{settings.processor_http_host}:{settings.processor_http_port}/metrics  "
         f"kafka {settings.bootstrap_servers}  ready in {seconds:.1f}s (Ctrl-C stops everything)"
     )
 
@@ -178,6 +188,12 @@ def run_dev(settings: Settings, args: argparse.Namespace) -> int:
         if taken is not None:
             print(f"kinvoke dev: {taken}", file=sys.stderr)
             return 1
+        if not settings.processor_http_port:
+            # One port for the processor's /metrics, /tasks and /health for the whole run (kept
+            # across its restarts), so the banner can name it.
+            settings = settings.model_copy(
+                update={"processor_http_port": free_port(settings.processor_http_host)}
+            )
         return _run(settings, args, kind)
     finally:
         held.release()
@@ -194,6 +210,7 @@ def _run(settings: Settings, args: argparse.Namespace, kind: str) -> int:
     broker: Broker | None = None
     code = 0
     env = dict(os.environ)
+    env["KINVOKE_PROCESSOR_HTTP_PORT"] = str(settings.processor_http_port)
     if not args.external_broker:
         try:
             broker = start_broker(settings, kind)

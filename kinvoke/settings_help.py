@@ -35,6 +35,7 @@ _PROCESSOR = _fields(
     "processor_*",
     "invoker_*",
     "schema_registry_*",
+    "tracing_*",
     "default_*",
     *_LOCAL_STORES,
     "recovery_barrier",

@@ -30,18 +30,21 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from kafka_core.errors import Disposition, classify, describe
 from kafka_core.kafka import client_config, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
-from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal
-from processor import state_machine
+from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal, join_problems
+from processor import metrics, state_machine
 from processor.apply import PoisonCommand, apply_records
 from processor.decoding import CommandDecoder, decoder_for
 from processor.effects import EffectProducer
+from processor.http_server import HttpPortTaken, ProcessorHttp
 from processor.invoker import AttemptRequest
 from processor.invoker.service import InvokerService
 from processor.state_dir import Slot, StateDirectory
 from processor.state_machine import AbortAttempt, Action, InvokeAttempt, NotifyAttempt, ScheduleTimer
+from processor.storage import PhaseChange
 from processor.subscriptions import SubscriptionRunner
-from processor.task import PartitionTask
+from processor.task import PartitionTask, TaskState
 from processor.task_manager import TaskManager
+from processor.tracing import Tracing, input_traceparent
 from processor.transactions import TransactionalProducer, Wedged
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
@@ -54,6 +57,8 @@ log = structlog.get_logger(__name__)
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
 HELD_RETRY_S = 1.0  # a partition held for the schema registry is read again after this
+GAUGES_EVERY_S = 1.0
+TRACEPARENTS_KEPT = 100_000  # callers' trace contexts remembered for running invocations
 
 
 DEFAULT_INACTIVITY_TIMEOUT_MS = 60_000  # Restate's, for invocations created without options
@@ -86,14 +91,18 @@ class ProcessorService:
         self.member = settings.processor_instance_id or ""
         self._stop = threading.Event()
         self.effects = effects or EffectProducer(settings)
+        self.tracing = Tracing(settings)
+        self._traceparents: dict[str, str | None] = {}  # invocation id -> its caller's, while it runs
         self.invoker = invoker or InvokerService(
             self.metadata.registry,
             self.effects,
             settings.invoker_concurrency_per_deployment,
             settings,
+            self.tracing,
         )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata, self.transactional_id)
+        self.http: ProcessorHttp | None = None
         self._timer_retries: queue.Queue[tuple[int, Timer]] = queue.Queue()
         self._barriers: dict[int, str] = {}  # partition -> nonce of the barrier we wait for
         self.decoder = decoder or decoder_for(settings)
@@ -103,6 +112,7 @@ class ProcessorService:
         self.txn: TransactionalProducer | None = None
         self.transactions = 0
         self._producer_generation = 0  # the producer generation the tasks were restored under
+        self._gauges_due = 0.0
         self._consumer_link = KafkaLink("processor consumer")
         self._producer_link = KafkaLink("processor transactions")
 
@@ -130,6 +140,12 @@ class ProcessorService:
             self.invoker.start()
             self.tasks.start()
             self.subscriptions.start()
+            self.http = ProcessorHttp(
+                self.settings.processor_http_host,
+                self.settings.processor_http_port,
+                self.task_report,
+                self.problem,
+            ).start()
             self.txn = self._transactional_producer()
             self.consumer = self._consumer_factory(self._consumer_config())
             self.consumer.subscribe(
@@ -148,7 +164,7 @@ class ProcessorService:
             )
             while not self._stop.is_set():
                 self.step()
-        except Unrecoverable as e:
+        except (Unrecoverable, HttpPortTaken) as e:
             fatal("processor", str(e))
         except Exception as e:
             log.exception("processor.crashed")
@@ -212,14 +228,48 @@ class ProcessorService:
             except Exception:  # noqa: BLE001 - stopping anyway
                 log.warning("processor.consumer_close_failed", exc_info=True)
         self.tasks.stop()
+        if self.http is not None:
+            self.http.stop()
         self.invoker.stop()
         self.effects.stop()
         if self.txn is not None:
             self.txn.close()
+        self.tracing.shutdown()
         self.metadata.stop()
         if self.slot is not None:
             self.slot.lock.release()
         log.info("processor.stopped")
+
+    # -- what the HTTP server shows --------------------------------------------------------------
+
+    def task_report(self) -> dict[str, Any]:
+        """The owned partitions and their tasks' states (a snapshot; called from the HTTP thread)."""
+        tasks = dict(self.tasks.tasks)  # a copy is atomic; the loop thread changes the dict
+        return {
+            "member": self.member,
+            "group": self.settings.processor_group,
+            "partitions": sorted(tasks),
+            "tasks": [
+                {
+                    "partition": p,
+                    "state": t.state.name,
+                    "committed_offset": t.committed_offset,
+                    "restored_records": t.restored_records,
+                    "restore_ms": t.restore_ms,
+                }
+                for p, t in sorted(tasks.items())
+            ],
+        }
+
+    def problem(self) -> str | None:
+        """None while this processor can work, else why not (its `/health`)."""
+        return join_problems(
+            self.metadata.health(),
+            self._consumer_link.problem(),
+            self._producer_link.problem(),
+            None if self.invoker.is_alive() else "the invoker's event loop stopped",
+            None if self.tasks.restorer_alive() else "the restorer thread stopped",
+        )
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -234,7 +284,33 @@ class ProcessorService:
         if messages:
             self.process(messages)
         self._recover_caught_up()
+        self._update_gauges()
         self._check_components()
+
+    def _update_gauges(self) -> None:
+        """Consumer lag and task states, at most once a second (local reads: no broker round trip)."""
+        now = time.monotonic()
+        if now < self._gauges_due:
+            return
+        self._gauges_due = now + GAUGES_EVERY_S
+        assert self.consumer is not None
+        tasks = dict(self.tasks.tasks)
+        for state in TaskState:
+            metrics.TASKS.labels(state.value).set(sum(t.state == state for t in tasks.values()))
+        running = {p: t for p, t in tasks.items() if t.state == TaskState.RUNNING}
+        if not running:
+            return
+        try:
+            positions = self.consumer.position([TopicPartition(self.topics.commands, p) for p in running])
+            for tp in positions:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+                # No position before the first record is consumed: the task's committed offset is
+                # where consuming resumed.
+                position = tp.offset if tp.offset >= 0 else running[tp.partition].committed_offset
+                if high >= 0:
+                    metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - position))
+        except KafkaException as e:
+            log.debug("processor.lag_unknown", error=describe(e))
 
     def _poll_timeout_s(self) -> float:
         if self.tasks.restoring() or any(t.recovery_pending for t in self.tasks.running().values()):
@@ -305,16 +381,20 @@ class ProcessorService:
             self._on_kafka_error(e, batch)
             return
         self.transactions += 1
+        elapsed = time.perf_counter() - started
+        records = sum(len(m) for _, m in batch.values())
+        metrics.COMMIT_SECONDS.observe(elapsed)
+        metrics.BATCH_RECORDS.observe(records)
         self.producer.poll(0)  # delivery reports not yet served carry the changelog offsets
         for task, msgs in batch.values():
             task.committed_offset = _next_offset(msgs)
             task.commit_store()
-        log.debug(
-            "processor.committed",
-            partitions=len(batch),
-            records=sum(len(m) for _, m in batch.values()),
-            ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+            assert task.store is not None
+            changes = task.store.take_transitions()
+            metrics.count_transitions(changes)
+            if self.tracing.enabled:
+                self._trace_completions(task, changes)
+        log.debug("processor.committed", partitions=len(batch), records=records, ms=round(elapsed * 1000, 2))
         for p, (task, _) in batch.items():
             for action in actions.get(p, []):
                 if isinstance(action, ScheduleTimer):
@@ -430,6 +510,7 @@ class ProcessorService:
             self.tasks.restore_again(task, describe(e))
             return
         task.mark_running()
+        metrics.RESTORE_SECONDS.labels(str(task.partition)).set(task.restore_ms / 1000)
         if self.settings.recovery_barrier:
             # Emulator workaround (kept only for `--broker local`): its consumer position does not
             # advance past an aborted batch at a partition's end, so "caught up" is detected by
@@ -481,6 +562,7 @@ class ProcessorService:
         self.invoker.cancel_partition(task.partition)
         self._barriers.pop(task.partition, None)
         self._held.pop(task.partition, None)
+        metrics.forget_partition(task.partition)
 
     # -- actions --------------------------------------------------------------------------------
 
@@ -519,10 +601,37 @@ class ProcessorService:
             random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
             abort_timeout_s=options.abort_timeout_ms / 1000 if options.abort_timeout_ms else None,
             inactivity_timeout_s=(options.inactivity_timeout_ms or DEFAULT_INACTIVITY_TIMEOUT_MS) / 1000,
+            traceparent=self._traceparent(task, action.invocation_id) if self.tracing.enabled else None,
         )
         if task.recovery_pending:
             task.started.add((action.invocation_id, action.attempt))
         self.invoker.invoke(task.partition, action, request, status.deployment_id, status.target.service)
+
+    # -- tracing --------------------------------------------------------------------------------
+
+    def _traceparent(self, task: PartitionTask, invocation_id: str) -> str | None:
+        """The caller's `traceparent`, from the invocation's input headers (journal entry 0)."""
+        if invocation_id in self._traceparents:
+            return self._traceparents[invocation_id]
+        assert task.store is not None
+        journal = task.store.journal(invocation_id)
+        found = input_traceparent(journal[0].frame) if journal else None
+        if len(self._traceparents) >= TRACEPARENTS_KEPT:
+            self._traceparents.clear()
+        self._traceparents[invocation_id] = found
+        return found
+
+    def _trace_completions(self, task: PartitionTask, changes: list[PhaseChange]) -> None:
+        assert task.store is not None
+        for change in changes:
+            if change.phase != InvocationPhase.COMPLETED:
+                continue
+            traceparent = self._traceparent(task, change.invocation_id)
+            self._traceparents.pop(change.invocation_id, None)
+            target = f"{change.service}/{change.handler}"
+            self.tracing.invocation_completed(
+                change.invocation_id, traceparent, target, change.created_at_ms, None, change.failure
+            )
 
     def _fire_timers(self) -> None:
         """Due timers become TimerFired commands, appended to their partition (no transaction:

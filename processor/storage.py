@@ -10,12 +10,13 @@ the changelog — so the two paths cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka_core.changelog_records import ChangelogRecords
 from kafka_core.changelog_store import ChangelogStore
 from schemas import changelog, codec
 from schemas.records import (
+    Failure,
     InvocationPhase,
     InvocationStatus,
     JournalEntry,
@@ -24,6 +25,18 @@ from schemas.records import (
     StateEntry,
     Timer,
 )
+
+
+class PhaseChange(NamedTuple):
+    """An invocation entered `phase` (a new invocation enters its first one)."""
+
+    phase: str
+    service: str
+    handler: str
+    invocation_id: str
+    created_at_ms: int
+    failure: str | None  # a completed invocation's failure message
+
 
 Decoded = InvocationStatus | JournalEntry | None  # a written record's model, when the writer has it
 _CACHE_LIMIT = 20_000  # decoded invocations kept; the rest is read from the store when needed
@@ -39,6 +52,11 @@ class PartitionStore(ChangelogRecords):
         )
         self._statuses: dict[str, InvocationStatus | None] = {}
         self._journals: dict[str, list[JournalEntry]] = {}
+        # Phase changes written since the last commit or rollback, for the processor's metrics
+        # (the state machine mutates statuses in place, so the old phase is read from the store);
+        # off unless asked for (replay and tests need no counts).
+        self.track_transitions = False
+        self.transitions: list[PhaseChange] = []
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -91,6 +109,8 @@ class PartitionStore(ChangelogRecords):
 
     def put(self, key: str, value: bytes | None, decoded: Decoded = None) -> None:
         """Apply one changelog record (restored, or written by the state machine)."""
+        if self.track_transitions and isinstance(decoded, InvocationStatus):
+            self._note_transition(key, decoded)
         self.kv.put(key, value)
         kind = key.split("/", 1)[0]
         if kind == changelog.STATUS:
@@ -126,10 +146,33 @@ class PartitionStore(ChangelogRecords):
 
     restore = put
 
+    def _note_transition(self, key: str, status: InvocationStatus) -> None:
+        old = self.kv.get(key)
+        old_phase = None if old is None else codec.decode(InvocationStatus.avro_name, old)["phase"]
+        if old_phase != status.phase:
+            target, result = status.target, status.result
+            failure = result.message if isinstance(result, Failure) else None
+            self.transitions.append(
+                PhaseChange(
+                    status.phase,
+                    target.service,
+                    target.handler,
+                    status.invocation_id,
+                    status.created_at_ms,
+                    failure,
+                )
+            )
+
+    def take_transitions(self) -> list[PhaseChange]:
+        """The phase changes of the committed batch (the caller's to count)."""
+        out, self.transitions = self.transitions, []
+        return out
+
     def drop_caches(self) -> None:
         """After a rollback: the decoded copies may hold writes that were never committed."""
         self._statuses.clear()
         self._journals.clear()
+        self.transitions.clear()
 
     @staticmethod
     def _cache(table: dict[str, Any], key: str, value: Any) -> None:

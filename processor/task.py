@@ -106,6 +106,7 @@ class PartitionTask:
                 TopicPartition(self.topics.commands, self.partition), timeout=30, cached=False
             )
             store = self._open_store()
+            store.track_transitions = True
             self.store = store
             self._restore_changelog(consumer, store)
             self.timers = TimerQueue()

@@ -207,6 +207,21 @@ class Settings(BaseSettings):
         description="static group membership (KIP-345), one id per processor: a restarted processor "
         "takes its partitions back without a rebalance; unset, a dynamic member",
     )
+    processor_http_host: str = Field(
+        default="127.0.0.1",
+        description="address of the processor's HTTP server (/metrics, /tasks, /health)",
+    )
+    processor_http_port: int = Field(
+        default=0,
+        description="port of the processor's HTTP server; 0: one the OS chooses (logged as "
+        "processor.http_listening), so several processors can share a machine",
+    )
+    tracing_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces): the processors "
+        "then export a span per invocation and per attempt; unset, no tracing",
+    )
+    tracing_service_name: str = Field(default="kinvoke", description="service.name of the exported spans")
     processor_session_timeout_ms: int = Field(
         default=10_000, description="how long a processor that died keeps its partitions (session.timeout.ms)"
     )

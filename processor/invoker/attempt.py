@@ -68,6 +68,8 @@ class AttemptRequest:
     random_seed: int = 0
     abort_timeout_s: float | None = None  # the invocation's own; None: the invoker's default
     inactivity_timeout_s: float = 60.0  # on a bidirectional stream: close our side after this idle time
+    traceparent: str | None = None  # the caller's W3C trace context (the invocation's input headers)
+    trace_headers: dict[str, str] = field(default_factory=dict)  # the attempt span's, to the deployment
 
 
 @dataclass(frozen=True)
@@ -266,6 +268,7 @@ class Invoker:
             "content-type": ctype,
             "accept": ctype,
             "x-restate-invocation-id": request.invocation_id,
+            **request.trace_headers,
         }
         if request.key is not None:
             headers["x-restate-service-key"] = quote(request.key, safe="")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,14 +20,24 @@ from concurrent.futures import Future
 import structlog
 
 from kafka_core.options import invocation_options
+from processor import metrics
 from processor.effects import EffectProducer
 from processor.invoker.attempt import AttemptRequest, AttemptResult, Invoker, negotiate_version
 from processor.invoker.deployments import deployment_for
 from processor.invoker.mailbox import Mailbox
 from processor.state_machine import InvokeAttempt, NotifyAttempt
+from processor.tracing import Tracing
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import AttemptEnded, AttemptFailed, AttemptProgress, Command, ResolvedCallee
+from schemas.records import (
+    AttemptEnded,
+    AttemptFailed,
+    AttemptProgress,
+    Command,
+    Ended,
+    ResolvedCallee,
+    Suspended,
+)
 from schemas.registry import Registry
 from schemas.service_protocol import Frame, MessageType, decode_message
 from schemas.settings import Settings
@@ -36,6 +47,14 @@ log = structlog.get_logger(__name__)
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+_OUTCOMES: dict[type, str] = {Ended: "ended", Suspended: "suspended", AttemptFailed: "failed"}
+
+
+def _attempt_done(service: str, handler: str, outcome: str, started: float) -> None:
+    metrics.ATTEMPTS_COMPLETED.labels(service, handler, outcome).inc()
+    metrics.ATTEMPT_SECONDS.labels(service, outcome).observe(time.perf_counter() - started)
 
 
 def resolve_callees(
@@ -79,8 +98,10 @@ class InvokerService:
         effects: EffectProducer,
         concurrency_per_deployment: int = 64,
         settings: Settings | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._registry = registry
+        self._tracing = tracing
         self._settings = settings  # the server's defaults, for the options of invocations it calls
         self._effects = effects
         # Attempts in flight per deployment: a burst must wait here, not fail at the deployment
@@ -220,6 +241,14 @@ class InvokerService:
         if delay > 0:
             await asyncio.sleep(delay)
         deployment_id = pinned or ""
+        metrics.ATTEMPTS_STARTED.labels(service, request.handler).inc()
+        started = time.perf_counter()
+        span: object = None
+        if self._tracing is not None and self._tracing.enabled:
+            span, trace_headers = self._tracing.start_attempt(
+                request.invocation_id, request.traceparent, f"{service}/{request.handler}", action.attempt
+            )
+            request = dataclasses.replace(request, trace_headers=trace_headers)
         try:
             deployment = deployment_for(self._registry(), service, pinned)
             if deployment is None:
@@ -260,6 +289,8 @@ class InvokerService:
                     )
             callees = resolve_callees(self._registry(), result.new_entries, self._settings)
         except asyncio.CancelledError:
+            _attempt_done(service, request.handler, "cancelled", started)
+            Tracing.end_attempt(span, "cancelled")
             raise
         except Exception as e:  # noqa: BLE001 - an attempt that blows up is a failed attempt
             log.exception("attempt.crashed", invocation_id=request.invocation_id, attempt=action.attempt)
@@ -268,6 +299,11 @@ class InvokerService:
             )
             callees = []
         outcome = result.outcome
+        outcome_name = _OUTCOMES.get(type(outcome), "failed")
+        _attempt_done(service, request.handler, outcome_name, started)
+        Tracing.end_attempt(
+            span, outcome_name, outcome.message if isinstance(outcome, AttemptFailed) else None
+        )
         failure: dict[str, object] = {}
         if isinstance(outcome, AttemptFailed):
             # A failed attempt is a warning with what the SDK said: code, message, the command it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -146,11 +147,23 @@ def test_dev_starts_everything_and_ctrl_c_stops_it(broker: str, tmp_path: Path) 
     proc, ports, data_dir = dev.proc, dev.ports, tmp_path / broker
     try:
         # The banner comes once everything serves: nothing to wait for after it.
-        dev.wait_ready()
+        banner = dev.wait_ready()
         assert httpx.get(f"http://127.0.0.1:{ports['admin']}/health").status_code == 200
         version = httpx.get(f"http://127.0.0.1:{ports['admin']}/version").json()
         assert version["ingress_endpoint"] == f"http://127.0.0.1:{ports['ingress']}/"
-        assert httpx.get(f"http://127.0.0.1:{ports['ingress']}/restate/health").json() == {"services": []}
+        health = httpx.get(f"http://127.0.0.1:{ports['ingress']}/restate/health").json()
+        assert health["services"] == [] and health["registry"]["current"] is True
+        # The banner names the processor's metrics; its /tasks has every partition running.
+        metrics_url = re.search(r"processor (http://127\.0\.0\.1:\d+)/metrics", banner)
+        assert metrics_url is not None, banner
+        deadline = time.monotonic() + 60  # the group owns every partition; tasks may still restore
+        while True:
+            tasks = httpx.get(f"{metrics_url[1]}/tasks").json()
+            if {t["state"] for t in tasks["tasks"]} == {"RUNNING"}:
+                break
+            assert time.monotonic() < deadline, f"tasks not all RUNNING: {tasks}"
+            time.sleep(0.2)
+        assert tasks["partitions"], tasks
         assert _listening(ports["broker"])
         components = _components_env(proc.pid)
         assert sorted(components) == ["admin", "ingress", "processor"]

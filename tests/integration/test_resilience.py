@@ -126,8 +126,10 @@ def test_ingress_and_admin_answer_through_a_broker_restart(
             30,
             cluster,
         )
-        message = ingress_error(client.get(f"{ingress}/restate/health", timeout=5), 503)
+        down = client.get(f"{ingress}/restate/health", timeout=5)
+        message = ingress_error(down, 503)
         assert message.startswith("the ingress is not healthy: ") and "Kafka is unreachable" in message
+        assert down.json()["kafka"]["reachable"] is False and down.json()["registry"]["current"] is False
         wait_for(
             "admin /health 503",
             lambda: client.get(f"{admin}/health", timeout=5).status_code == 503,
@@ -135,6 +137,8 @@ def test_ingress_and_admin_answer_through_a_broker_restart(
             cluster,
         )
         assert "Kafka is unreachable" in admin_error(client.get(f"{admin}/health", timeout=5), 503)
+        details = client.get(f"{admin}/health/details", timeout=5)
+        assert details.status_code == 503 and details.json()["kafka"]["reachable"] is False, details.text
 
         # A call fails within the delivery bound, in Restate's shape.
         started = time.monotonic()
@@ -163,7 +167,8 @@ def test_ingress_and_admin_answer_through_a_broker_restart(
             60,
             cluster,
         )
-        assert "Greeter" in client.get(f"{ingress}/restate/health", timeout=5).json()["services"]
+        back = client.get(f"{ingress}/restate/health", timeout=5).json()
+        assert "Greeter" in back["services"] and back["kafka"]["reachable"] is True
         wait_for(
             "admin /health 200",
             lambda: client.get(f"{admin}/health", timeout=5).status_code == 200,

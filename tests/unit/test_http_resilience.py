@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import REGISTRY
 
 from admin_api import app as admin_app
 from admin_api.invocations import KafkaInvocationControl
@@ -37,12 +38,17 @@ class FakeMetadata:
             handlers=[HandlerRecord(name="greet", ty=None, output_content_type="application/json")],
         )
         self.problem: str | None = None
+        self.behind: str | None = None  # why catch_up times out
 
     def registry(self) -> Registry:
         return self._registry
 
     def health(self) -> str | None:
         return self.problem
+
+    def catch_up(self, timeout_s: float) -> None:
+        if self.behind is not None:
+            raise TimeoutError(self.behind)
 
 
 class FakeCommands:
@@ -177,12 +183,26 @@ async def test_awakeable_completion_kafka_does_not_take_is_503(
 
 async def test_ingress_health(ingress: TestClient, commands: FakeCommands, metadata: FakeMetadata) -> None:
     r = await ingress.get("/restate/health")
-    assert r.status == 200 and await r.json() == {"services": ["Greeter"]}
+    assert r.status == 200
+    assert await r.json() == {
+        "services": ["Greeter"],  # Restate's field; kinvoke's beside it
+        "kafka": {"reachable": True, "problem": None},
+        "registry": {"current": True, "problem": None},
+    }
+    metadata.behind = "view of x-unit.metadata did not reach {0: 7} within 2s"
+    r = await ingress.get("/restate/health")
+    assert r.status == 200  # behind is not down: the services it knows are still served
+    assert (await r.json())["registry"] == {"current": False, "problem": metadata.behind}
+    metadata.behind = None
     commands.problem = "command producer: Kafka is unreachable (1/1 brokers are down)"
-    message = await error_of(await ingress.get("/restate/health"), 503)
+    r = await ingress.get("/restate/health")
+    message = await error_of(r, 503)
     assert (
         message == "the ingress is not healthy: command producer: Kafka is unreachable (1/1 brokers are down)"
     )
+    body = await r.json()
+    assert body["kafka"] == {"reachable": False, "problem": commands.problem}
+    assert body["registry"]["current"] is False
     commands.problem = None
     metadata.problem = "metadata-x-unit.metadata is down: RuntimeError: boom"
     assert "metadata-x-unit.metadata is down" in await error_of(await ingress.get("/restate/health"), 503)
@@ -197,10 +217,15 @@ class FlakyStore(MemoryRegistryStore):
     def __init__(self) -> None:
         super().__init__()
         self.problem: str | None = None
+        self.behind: str | None = None
         self.write_error: BaseException | None = None
 
     def health(self) -> str | None:
         return self.problem
+
+    def catch_up(self, timeout_s: float) -> None:
+        if self.behind is not None:
+            raise TimeoutError(self.behind)
 
     async def write(self, records: list[tuple[str, bytes | None]]) -> None:
         if self.write_error is not None:
@@ -266,3 +291,65 @@ async def test_admin_cancel_without_an_answer_is_503_within_the_bound(
     )
     message = await admin_error_of(await client.patch(f"/invocations/{inv}/kill"), 503)
     assert message.startswith("cannot append the kill request to the log: Kafka did not acknowledge")
+
+
+async def test_admin_health_details(admin: tuple[TestClient, FlakyStore], commands: FakeCommands) -> None:
+    client, store = admin
+    r = await client.get("/health/details")
+    assert r.status == 200
+    assert await r.json() == {
+        "healthy": True,
+        "kafka": {"reachable": True, "problem": None},
+        "registry": {"current": True, "problem": None},
+    }
+    store.behind = "view of kinvoke.metadata did not reach {0: 3} within 2s (the view is behind)"
+    r = await client.get("/health/details")
+    assert r.status == 503
+    assert await r.json() == {
+        "healthy": False,
+        "kafka": {"reachable": True, "problem": None},
+        "registry": {"current": False, "problem": store.behind},
+    }
+    store.behind = None
+    commands.problem = "the command producer is unusable: _FATAL: x"
+    r = await client.get("/health/details")
+    assert r.status == 503
+    body = await r.json()
+    assert body["kafka"] == {"reachable": False, "problem": commands.problem}
+    assert body["registry"] == {"current": False, "problem": "not checked: Kafka is unreachable"}
+
+
+# -- /metrics -------------------------------------------------------------------------------------
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_ingress_metrics_time_requests_by_kind_and_status(
+    ingress: TestClient, commands: FakeCommands
+) -> None:
+    health = {"kind": "health", "status": "200"}
+    unavailable = {"kind": "call", "status": "503"}
+    before = _sample("kinvoke_ingress_request_duration_seconds_count", **health)
+    before_503 = _sample("kinvoke_ingress_request_duration_seconds_count", **unavailable)
+    assert (await ingress.get("/restate/health")).status == 200
+    commands.send_error = Unavailable("the command producer is being recreated after a fatal error (x)")
+    assert (await ingress.post("/Greeter/greet")).status == 503
+    r = await ingress.get("/metrics")
+    assert r.status == 200 and r.headers["content-type"].startswith("text/plain")
+    text = await r.text()
+    assert 'kinvoke_ingress_request_duration_seconds_count{kind="health",status="200"}' in text
+    assert _sample("kinvoke_ingress_request_duration_seconds_count", **health) - before == 1
+    assert _sample("kinvoke_ingress_request_duration_seconds_count", **unavailable) - before_503 == 1
+
+
+async def test_admin_metrics_time_requests_by_route(admin: tuple[TestClient, FlakyStore]) -> None:
+    client, _ = admin
+    labels = {"method": "GET", "route": "/services/{service}", "status": "404"}
+    before = _sample("kinvoke_admin_request_duration_seconds_count", **labels)
+    assert (await client.get("/services/Nope")).status == 404
+    r = await client.get("/metrics")
+    assert r.status == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "# TYPE kinvoke_admin_request_duration_seconds histogram" in await r.text()
+    assert _sample("kinvoke_admin_request_duration_seconds_count", **labels) - before == 1
