@@ -67,6 +67,8 @@ def counter_get(k: Kinvoke) -> object:
 def test_kv_edit_patch_and_clear_with_the_restate_cli(kinvoke: Kinvoke, tmp_path: Path) -> None:  # noqa: F811
     k = kinvoke
     assert k.call("Counter/k1/add", 3).json() == 3
+    # The CLI reads state through SQL: the admin's changelog view follows the call shortly after.
+    until_state(k, {"count": "3"}, "the call's state never reached the admin")
     assert re.search(r"count\s+3", k.restate("kv", "get", "Counter", "k1"))
 
     # kv edit: the CLI reads the state, runs $EDITOR on it and posts it with the state's version.
@@ -77,6 +79,8 @@ def test_kv_edit_patch_and_clear_with_the_restate_cli(kinvoke: Kinvoke, tmp_path
     assert re.search(r"count\s+42", shown) and re.search(r'note\s+"edited"', shown), shown
     assert counter_get(k) == 42
     assert k.call("Counter/k1/add", 1).json() == 43  # the handler reads and writes the edited state
+    # The patch is versioned with the state the CLI reads through SQL: wait until it shows 43.
+    until_state(k, {"count": "43", "note": '"edited"'}, "the call's state never reached the admin")
 
     # kv patch: a JSON patch of the current state.
     patch = json.dumps([{"op": "replace", "path": "/count", "value": 7}])
