@@ -42,6 +42,7 @@ from admin_api.rest_model import (
 from admin_api.state import StateEditor
 from admin_api.store import RegistryStore
 from kafka_core import observability
+from kafka_core.request_identity import RequestSigner, load_request_signer
 from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId, InvalidId
@@ -57,6 +58,7 @@ CONTROL_KEY = web.AppKey("control", object)
 CHANGELOG_KEY = web.AppKey("changelog", object)
 STATE_KEY = web.AppKey("state_editor", object)
 SETTINGS_KEY = web.AppKey("settings", Settings)
+SIGNER_KEY = web.AppKey("request_signer", object)  # RequestSigner | None
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -98,6 +100,10 @@ async def error_middleware(
 
 def _store(request: web.Request) -> RegistryStore:
     return request.app[STORE_KEY]  # type: ignore[return-value]
+
+
+def _signer(request: web.Request) -> RequestSigner | None:
+    return request.app[SIGNER_KEY]  # type: ignore[return-value]
 
 
 def _problem(app: web.Application) -> str | None:
@@ -250,7 +256,10 @@ async def register_deployment(request: web.Request) -> web.Response:
         plan = unchanged(registry, existing)
     else:
         discovered = await discovery.discover(
-            body.uri, use_http_11=body.use_http_11, additional_headers=body.additional_headers
+            body.uri,
+            use_http_11=body.use_http_11,
+            additional_headers=body.additional_headers,
+            signer=_signer(request),
         )
         now_ms = int(time.time() * 1000)
         plan = plan_registration(
@@ -341,7 +350,9 @@ async def update_deployment(request: web.Request) -> web.Response:
         same_version = existing.http_version == "HTTP/1.1"
         use_http_11 = body.use_http_11 if body.use_http_11 is not None else same_version
     headers = body.additional_headers if body.additional_headers is not None else existing.additional_headers
-    discovered = await discovery.discover(uri, use_http_11=use_http_11, additional_headers=headers)
+    discovered = await discovery.discover(
+        uri, use_http_11=use_http_11, additional_headers=headers, signer=_signer(request)
+    )
     plan = plan_update(
         _store(request).snapshot(),
         existing,
@@ -640,8 +651,11 @@ def create_admin_app(
     control: InvocationControl | None = None,
     changelog: ChangelogView | None = None,
     state_editor: StateEditor | None = None,
+    signer: RequestSigner | None = None,
 ) -> web.Application:
+    """`signer`: the request identity discovery signs with; None: the settings' (if any)."""
     app = web.Application(middlewares=[request_metrics, error_middleware])
+    app[SIGNER_KEY] = signer or load_request_signer(settings, "admin")
     app[STORE_KEY] = store
     if control is not None:
         app[CONTROL_KEY] = control

@@ -2,12 +2,14 @@
 
 Plain `http://` URIs are discovered over HTTP/2 with prior knowledge (h2c), as Restate does;
 `use_http_11` switches to HTTP/1.1. The HTTP version used here is the one used for invocations.
+With request identity configured, each request is signed (a deployment may accept only kinvoke).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -19,6 +21,7 @@ from admin_api.registration import (
     RegistrationError,
     normalize_uri,
 )
+from kafka_core.request_identity import RequestSigner
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +65,7 @@ async def discover(
     additional_headers: dict[str, str] | None = None,
     timeout_s: float = 10.0,
     attempts: int = 3,
+    signer: RequestSigner | None = None,
 ) -> Discovered:
     base = normalize_uri(uri)
     url = base + "discover"
@@ -74,8 +78,9 @@ async def discover(
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(0.2 * 2**attempt)
+            signed = {**headers, **signer.headers(urlsplit(url).path)} if signer else headers
             try:
-                resp = await client.get(url, headers=headers)
+                resp = await client.get(url, headers=signed)
             except httpx.HTTPError as e:
                 last, retry = _transport_error(base, e, http2=not use_http_11)
                 if not retry:
@@ -105,8 +110,15 @@ def _bad_status(resp: httpx.Response) -> RegistrationError:
             "got status code '404'. Make sure the provided URI has the correct path where the Restate SDK "
             f"endpoint is mounted. Response headers: {headers}. Body: {resp.text[:300]}",
         )
+    hint = ""
+    if resp.status_code in (401, 403):
+        hint = (
+            " (the deployment may accept only signed requests: set "
+            "KINVOKE_REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE to the private key of a public key it trusts)"
+        )
     return _coded(
-        "META0003", f"got status code '{status}'. Response headers: {headers}. Body: {resp.text[:300]}"
+        "META0003",
+        f"got status code '{status}'{hint}. Response headers: {headers}. Body: {resp.text[:300]}",
     )
 
 

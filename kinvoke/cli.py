@@ -239,11 +239,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         from kafka_core.inspect import InspectError, kafka_message
+        from kafka_core.request_identity import RequestIdentityError
 
         # The debugging tools' expected failures (broker down, unknown topic, partition or id)
-        # are one line on stderr, not a traceback.
+        # and a bad request identity key file at start-up are one line on stderr, not a traceback.
         name = " ".join(filter(None, [args.command, getattr(args, "topics_command", None)]))
-        if isinstance(e, InspectError):
+        if isinstance(e, (InspectError, RequestIdentityError)):
             print(f"kinvoke {name}: {e}", file=sys.stderr)
             return 1
         from confluent_kafka import KafkaException

@@ -36,6 +36,7 @@ _PROCESSOR = _fields(
     "invoker_*",
     "schema_registry_*",
     "tracing_*",
+    "request_identity_*",
     "default_*",
     *_LOCAL_STORES,
     "recovery_barrier",
@@ -50,6 +51,7 @@ _ADMIN = _fields(
     "ingress_host",
     "ingress_port",
     "ingress_advertised_url",
+    "request_identity_*",
     *_LOCAL_STORES,
     *_LOGS,
 )

@@ -30,6 +30,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from kafka_core.errors import Disposition, classify, describe
 from kafka_core.kafka import client_config, poll_batch, producer_config
 from kafka_core.metadata import MetadataView
+from kafka_core.request_identity import load_request_signer
 from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal, join_problems
 from processor import metrics, state_machine
 from processor.apply import PoisonCommand, apply_records
@@ -81,6 +82,8 @@ class ProcessorService:
         invoker: InvokerService | None = None,
         decoder: CommandDecoder | None = None,
     ) -> None:
+        # First: a bad request identity key file stops the processor before it touches anything.
+        signer = load_request_signer(settings, "processor")
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.metadata = metadata or MetadataView(settings)
@@ -99,6 +102,7 @@ class ProcessorService:
             settings.invoker_concurrency_per_deployment,
             settings,
             self.tracing,
+            signer,
         )
         self.tasks = TaskManager(settings, self.state_dir, self._on_task_closed)
         self.subscriptions = SubscriptionRunner(settings, self.metadata, self.transactional_id)

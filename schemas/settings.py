@@ -216,6 +216,13 @@ class Settings(BaseSettings):
         description="port of the processor's HTTP server; 0: one the OS chooses (logged as "
         "processor.http_listening), so several processors can share a machine",
     )
+    request_identity_private_key_pem_file: str | None = Field(
+        default=None,
+        description="a PEM file holding one PKCS#8 Ed25519 private key: every request to a deployment "
+        "(discovery, invocations) is then signed as Restate signs it (x-restate-jwt-v1), for "
+        "deployments that accept only a known server; the public key (publickeyv1_…) is logged at "
+        "start-up; unset, requests are unsigned",
+    )
     tracing_endpoint: str | None = Field(
         default=None,
         description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces): the processors "

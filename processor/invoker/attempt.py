@@ -18,11 +18,12 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httpx
 import structlog
 
+from kafka_core.request_identity import RequestSigner
 from processor.invoker.h2 import H2Error, H2Pool, H2Stream
 from processor.invoker.mailbox import Mailbox
 from schemas.records import AttemptFailed as Failed
@@ -187,8 +188,14 @@ class _Collector:
 class Invoker:
     """Runs attempts; keeps one pooled HTTP/2 (prior knowledge) and one HTTP/1.1 client."""
 
-    def __init__(self, abort_timeout_s: float = 600.0, connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        abort_timeout_s: float = 600.0,
+        connect_timeout_s: float = 10.0,
+        signer: RequestSigner | None = None,
+    ) -> None:
         timeout = httpx.Timeout(abort_timeout_s, connect=connect_timeout_s)
+        self._signer = signer  # request identity: every attempt's request is signed
         self._h2 = H2Pool(connect_timeout_s)
         self._h1 = httpx.AsyncClient(timeout=timeout)
         self._abort_timeout_s = abort_timeout_s
@@ -274,6 +281,10 @@ class Invoker:
             headers["x-restate-service-key"] = quote(request.key, safe="")
         return headers
 
+    def _identity(self, url: str) -> dict[str, str]:
+        """Request identity headers for `url` (signed per request: the token's aud is its path)."""
+        return self._signer.headers(urlsplit(url).path) if self._signer is not None else {}
+
     async def _exchange_h2(
         self,
         deployment: DeploymentTarget,
@@ -286,7 +297,10 @@ class Invoker:
         pressure: asyncio.Event | None = None,
     ) -> str | None:
         url = self._url(deployment, request)
-        headers = [(k.lower(), v) for k, v in self._headers(deployment, request, version).items()]
+        headers = [
+            (k.lower(), v)
+            for k, v in {**self._headers(deployment, request, version), **self._identity(url)}.items()
+        ]
         stream = await self._h2.open_stream(url, headers)
         finished = False
         reading: asyncio.Future[bytes | None] | None = None
@@ -361,10 +375,10 @@ class Invoker:
         self, deployment: DeploymentTarget, request: AttemptRequest, version: int, collector: _Collector
     ) -> str | None:
         ctype = content_type(version)
-        headers = self._headers(deployment, request, version)
+        url = self._url(deployment, request)
+        headers = {**self._headers(deployment, request, version), **self._identity(url)}
         body = start_message(request) + b"".join(request.journal)
         client = self._h1
-        url = self._url(deployment, request)
         async with client.stream("POST", url, headers=headers, content=body) as response:
             server = response.headers.get("x-restate-server")
             if response.status_code != 200:

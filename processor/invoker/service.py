@@ -20,6 +20,7 @@ from concurrent.futures import Future
 import structlog
 
 from kafka_core.options import invocation_options
+from kafka_core.request_identity import RequestSigner
 from processor import metrics
 from processor.effects import EffectProducer
 from processor.invoker.attempt import AttemptRequest, AttemptResult, Invoker, negotiate_version
@@ -99,10 +100,12 @@ class InvokerService:
         concurrency_per_deployment: int = 64,
         settings: Settings | None = None,
         tracing: Tracing | None = None,
+        signer: RequestSigner | None = None,
     ) -> None:
         self._registry = registry
         self._tracing = tracing
         self._settings = settings  # the server's defaults, for the options of invocations it calls
+        self._signer = signer  # request identity: attempts are signed with it
         self._effects = effects
         # Attempts in flight per deployment: a burst must wait here, not fail at the deployment
         # (an HTTP/2 server allows ~100 concurrent streams per connection).
@@ -135,9 +138,8 @@ class InvokerService:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    @staticmethod
-    async def _make_invoker() -> Invoker:
-        return Invoker()
+    async def _make_invoker(self) -> Invoker:
+        return Invoker(signer=self._signer)
 
     def stop(self) -> None:
         with self._lock:
