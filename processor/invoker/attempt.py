@@ -412,6 +412,12 @@ class _BadResponse(Exception):
             )
         if status == 415:
             return cls(500, f"the deployment rejected the negotiated protocol version (415){detail}")
+        if status in (401, 403):
+            return cls(
+                500,
+                f"the deployment answered HTTP {status} for {url}{detail} (it may accept only signed "
+                "requests: see KINVOKE_REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE)",
+            )
         return cls(500, f"the deployment answered HTTP {status} for {url}{detail}")
 
 

@@ -205,3 +205,10 @@ def test_a_component_with_a_bad_key_file_stops_at_start_up_with_one_line(
         "the private key is ECPrivateKey, not Ed25519"
     )
     assert not (tmp_path / "state").exists()
+
+
+def test_an_attempt_refused_with_401_names_the_setting() -> None:
+    from processor.invoker.attempt import _BadResponse
+
+    error = _BadResponse.for_status(401, "http://dep/invoke/Greeter/greet", "")
+    assert "HTTP 401" in str(error) and "KINVOKE_REQUEST_IDENTITY_PRIVATE_KEY_PEM_FILE" in str(error)
