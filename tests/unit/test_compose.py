@@ -90,6 +90,10 @@ def test_processes_restart_and_report_their_health(services: dict[str, dict[str,
     assert "localhost:9092" in " ".join(services["kafka"]["healthcheck"]["test"])
     assert "http://127.0.0.1:9070/health" in " ".join(services["admin"]["healthcheck"]["test"])
     assert "http://127.0.0.1:8080/restate/health" in " ".join(services["ingress"]["healthcheck"]["test"])
+    processor = env(services["processor"])
+    port = processor["KINVOKE_PROCESSOR_HTTP_PORT"]
+    assert processor["KINVOKE_PROCESSOR_HTTP_HOST"] == "0.0.0.0"  # scraped over the compose network
+    assert f"http://127.0.0.1:{port}/health" in " ".join(services["processor"]["healthcheck"]["test"])
     assert services["topics"]["depends_on"]["kafka"]["condition"] == "service_healthy"
     for name in KINVOKE_SERVICES:
         assert services[name]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
