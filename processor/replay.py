@@ -48,6 +48,8 @@ from schemas.records import (
     InvocationStatus,
     Invoke,
     JournalEntry,
+    ManageInvocation,
+    OperateInvocation,
     PatchState,
     Success,
 )
@@ -85,6 +87,8 @@ def _describe(
         out["invocation_id"] = body.invocation_id
     if isinstance(body, Invoke):
         out["target"] = str(body.target)
+    if isinstance(body, ManageInvocation | OperateInvocation):
+        out["operation"] = body.operation.value
     if isinstance(body, AttemptEnded):
         out["attempt"] = body.attempt
         out["outcome"] = type(body.outcome).__name__
