@@ -20,7 +20,7 @@ from schemas.ids import DeploymentId, InvalidId, InvocationId
 from schemas.records import InvocationOperation, OperateInvocation, OperationAnswer, OperationOutcome
 from schemas.registry import Registry
 
-_BAD_FROM = "from: invalid digit found in string"
+_BASE62 = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 # The invocation's service, when the admin's copy of the changelog knows it (for "latest").
 ServiceOf = Callable[[str], str | None]
@@ -122,7 +122,10 @@ async def restart_as_new(
 ) -> web.Response:
     inv = parse_invocation_id(text_id)
     command = _command(inv, InvocationOperation.RESTART_AS_NEW)
-    command.from_entry = _from(query.get("from"))
+    try:
+        command.from_entry = _from(query.get("from"))
+    except BadQuery as e:
+        return e.response()
     # As Restate: without `deployment` the new invocation goes to the latest deployment.
     _patch_deployment(command, query.get("deployment"), "latest", registry, service_of)
     # Same partition key: the new invocation is created by the partition that has the journal.
@@ -137,16 +140,37 @@ def _command(inv: InvocationId, operation: InvocationOperation) -> OperateInvoca
     return OperateInvocation(invocation_id=str(inv), operation=operation)
 
 
+class BadQuery(Exception):
+    """A query string axum's `Query` extractor rejects: Restate answers 400 in plain text."""
+
+    def response(self) -> web.Response:
+        return web.Response(status=400, text=f"Failed to deserialize query string: {self}")
+
+
 def _from(text: str | None) -> int | None:
     if text is None:
         return None
-    try:
-        value = int(text)
-        if not 0 <= value < 2**32:
-            raise ValueError(text)
-    except ValueError:
-        raise RegistryError(400, f"Failed to deserialize query string: {_BAD_FROM}") from None
+    if not text.isdigit():
+        raise BadQuery("from: invalid digit found in string")
+    value = int(text)
+    if value >= 2**32:
+        raise BadQuery("from: number too large to fit in target type")
     return value
+
+
+def _deployment_id_problem(text: str) -> str:
+    """Why `text` is no deployment id, in Restate's words (`IdDecodeError`)."""
+    prefix, sep, rest = text.partition("_")
+    if not sep:
+        return "bad format"
+    if prefix != "dp":
+        known = prefix in ("inv", "sub", "sign")
+        return "id doesn't match the expected type" if known else f"unrecognized resource type: {prefix}"
+    if not rest.startswith("1"):
+        return "unrecognized codec version"
+    if any(c not in _BASE62 for c in rest[1:]):
+        return "base62 decode error"
+    return "bad length"
 
 
 def _patch_deployment(
@@ -168,8 +192,8 @@ def _patch_deployment(
     else:
         try:
             deployment_id = str(DeploymentId.parse(choice))
-        except InvalidId as e:
-            reason = str(e).rsplit(": ", 1)[-1]
+        except InvalidId:
+            reason = _deployment_id_problem(choice)
             message = f"The query parameter 'deployment' is invalid. Reason: {reason}"
             raise RegistryError(400, message) from None
     command.deployment_id = deployment_id

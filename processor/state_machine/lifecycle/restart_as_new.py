@@ -47,7 +47,8 @@ def apply(ctx: StepContext, status: InvocationStatus, cmd: OperateInvocation) ->
     if isinstance(chosen, OperationOutcome):
         return chosen
     if upto >= len(old):
-        return OperationOutcome.JOURNAL_INDEX_OUT_OF_RANGE
+        # Restate's RPC finds the entry missing before its state machine's range check.
+        return OperationOutcome.JOURNAL_COPY_RANGE_INVALID
     copied = _prefix(old, upto)
     if copied is None:
         return OperationOutcome.JOURNAL_COPY_RANGE_INVALID

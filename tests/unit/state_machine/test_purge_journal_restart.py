@@ -80,7 +80,7 @@ def test_restart_from_a_prefix_copies_it_with_the_completions_of_its_commands(sm
     assert types(sm, NEW) == types(sm, INV)[:3]
     new = status(sm, NEW)
     assert new.journal_length == 3 and new.commands_count == 2 and new.deployment_id == "dp_1"
-    assert answer(sm.apply(restart(from_entry=4))).outcome == OperationOutcome.JOURNAL_INDEX_OUT_OF_RANGE
+    assert answer(sm.apply(restart(from_entry=4))).outcome == OperationOutcome.JOURNAL_COPY_RANGE_INVALID
 
 
 def test_restart_from_a_prefix_with_a_command_never_completed_is_refused(sm: Harness) -> None:
