@@ -3,7 +3,7 @@
 - cancel: a running invocation gets signal 1 (the SDK then fails what it awaits with 409
   "cancelled" and finishes); one still waiting in an inbox or scheduled completes at once.
 - kill: completes with failure 409 "killed" without running any more user code; the lock
-  passes on and callers are told. (Its callees are not killed: a later issue.)
+  passes on and callers are told; the callees it still waits for are killed too (`call_tree`).
 - purge: forgets a completed invocation and its journal.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from processor.state_machine.actions import AbortAttempt, SendAccepted
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import end_invocation, patch_state, signal
+from processor.state_machine.lifecycle import call_tree, end_invocation, patch_state, signal
 from schemas.records import (
     Failure,
     InvocationPhase,
@@ -49,6 +49,8 @@ def _run(ctx: StepContext, status: InvocationStatus, op: ManageOperation) -> Man
     _leave_inbox(ctx, status)
     if status.phase == InvocationPhase.INVOKED:
         ctx.emit(AbortAttempt(status.invocation_id, status.attempt))
+    if op == ManageOperation.KILL:
+        call_tree.kill_callees(ctx, status)
     end_invocation.complete(ctx, status, CANCELLED if op == ManageOperation.CANCEL else KILLED)
     ctx.txn.put_status(status)
     return ManageOutcome.DONE
