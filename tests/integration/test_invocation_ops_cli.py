@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 
 from schemas.ids import InvocationId, awakeable_id
 from tests.integration.test_sql_cli import Kinvoke
 from tests.integration.test_sql_cli import kinvoke as kinvoke  # noqa: F401 - the fixture
+from tests.support.sdk import run_sdk_deployment
 
 pytestmark = pytest.mark.integration
 
@@ -188,3 +190,41 @@ def test_purge_journal_and_restart_as_new(kinvoke: Kinvoke) -> None:  # noqa: F8
     assert patch(k, flaky, "purge-journal") == (409, error(f"The invocation '{flaky}' is not yet completed."))
     assert patch(k, flaky, "restart-as-new") == (409, error(f"The invocation '{flaky}' is still running."))
     assert k.client.patch(f"{k.admin}/invocations/{flaky}/kill").status_code == 200
+
+
+def test_kill_takes_the_call_tree_down_and_frees_its_locks(kinvoke: Kinvoke, tmp_path: Path) -> None:  # noqa: F811
+    k = kinvoke
+    with run_sdk_deployment("examples.python.call_tree:app", log=tmp_path / "tree.log") as uri:
+        assert k.client.post(f"{k.admin}/deployments", json={"uri": uri}).status_code == 201
+        deadline = time.monotonic() + 30
+        while "Tree" not in k.client.get(f"{k.ingress}/restate/health").json()["services"]:
+            assert time.monotonic() < deadline, "the ingress did not learn the call tree services"
+            time.sleep(0.1)
+        root = send(k, "Tree/root", "h1")
+        # root -> Holder/h1/hold (holds h1's lock) -> Leaf/wait; root also sends Leaf/wait.
+        rows = k.until(
+            "SELECT id, target, invoked_by_id FROM sys_invocation WHERE target LIKE 'Leaf/%'",
+            lambda rows: len(rows) == 2,
+            "the call tree starting",
+        )
+        hold = k.query("SELECT id FROM sys_invocation WHERE target = 'Holder/h1/hold'")[0]["id"]
+        [awaited] = [r["id"] for r in rows if r["invoked_by_id"] == hold]
+        [sent] = [r["id"] for r in rows if r["invoked_by_id"] == root]
+        queued = k.client.post(f"{k.ingress}/Holder/h1/peek/send")  # no input
+        assert queued.status_code == 202, queued.text
+        peek = queued.json()["invocationId"]
+        until_status(k, peek, {"pending"})  # waiting for the lock (Restate: pending)
+
+        assert patch(k, root, "kill") == (200, None)
+        for killed in (root, hold, awaited):
+            row = k.until(
+                f"SELECT status, completion_failure FROM sys_invocation WHERE id = '{killed}'",
+                lambda rows: rows and rows[0]["status"] == "completed",
+                f"{killed} killed",
+            )[0]
+            assert "killed" in row["completion_failure"], row
+        # The lock Holder/h1/hold held passed on: peek ran and saw hold's state.
+        output = k.client.get(f"{k.ingress}/restate/invocation/{peek}/attach", timeout=30)
+        assert (output.status_code, output.json()) == (200, "root")
+        assert status_of(k, sent)["status"] != "completed"  # a one-way send is not part of the tree
+        assert patch(k, sent, "kill") == (200, None)
