@@ -1,7 +1,8 @@
 """Cancel, kill and purge (admin API `PATCH /invocations/{id}/…`).
 
-- cancel: a running invocation gets signal 1 (the SDK then fails what it awaits with 409
-  "cancelled" and finishes); one still waiting in an inbox or scheduled completes at once.
+- cancel: a running, suspended or paused invocation gets signal 1 (the SDK then fails what it
+  awaits with 409 "cancelled" and finishes; a paused one is resumed for it, as in Restate); one
+  still waiting in an inbox or scheduled completes at once.
 - kill: completes with failure 409 "killed" without running any more user code; the lock
   passes on and callers are told; the callees it still waits for are killed too (`call_tree`).
 - purge: forgets a completed invocation and its journal.
@@ -43,7 +44,8 @@ def _run(ctx: StepContext, status: InvocationStatus, op: ManageOperation) -> Man
         return ManageOutcome.DONE
     if completed:
         return ManageOutcome.ALREADY_COMPLETED
-    if op == ManageOperation.CANCEL and status.phase in (InvocationPhase.INVOKED, InvocationPhase.SUSPENDED):
+    running = (InvocationPhase.INVOKED, InvocationPhase.SUSPENDED, InvocationPhase.PAUSED)
+    if op == ManageOperation.CANCEL and status.phase in running:
         signal.apply(ctx, Signal(invocation_id=status.invocation_id, signal_id=CANCEL_SIGNAL))
         return ManageOutcome.ACCEPTED
     _leave_inbox(ctx, status)

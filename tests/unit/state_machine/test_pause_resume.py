@@ -10,9 +10,15 @@ from schemas.records import (
     InvocationOperation,
     InvocationPhase,
     InvocationStatus,
+    ManageAnswer,
+    ManageInvocation,
+    ManageOperation,
+    ManageOutcome,
     OperateInvocation,
     OperationAnswer,
     OperationOutcome,
+    Signal,
+    Success,
     Suspended,
 )
 from tests.unit.state_machine.conftest import INV, Harness, attempt, invoke, output
@@ -142,3 +148,20 @@ def test_resume_with_a_deployment_needs_one_pinned_except_latest(sm: Harness) ->
     latest = operate(INV, RESUME, latest_deployment=True, deployment_id="dp_2")
     assert answer(sm.apply(latest)).outcome == OperationOutcome.DONE
     assert status(sm).deployment_id is None
+
+
+def test_a_cancel_resumes_a_paused_invocation_so_the_sdk_can_handle_it(sm: Harness) -> None:
+    sm.apply(invoke(), operate(INV, PAUSE))
+    cancel = ManageInvocation(invocation_id=INV, operation=ManageOperation.CANCEL)
+    actions = sm.apply(Command(timestamp_ms=6000, body=cancel))
+    [accepted] = [a.accepted for a in actions if isinstance(a, SendAccepted)]
+    assert isinstance(accepted, ManageAnswer) and accepted.outcome == ManageOutcome.ACCEPTED  # 202
+    assert InvokeAttempt(INV, attempt=3) in actions
+    assert status(sm).phase == InvocationPhase.INVOKED
+
+
+def test_other_notifications_wait_while_paused(sm: Harness) -> None:
+    sm.apply(invoke(), operate(INV, PAUSE))
+    resolve = Signal(invocation_id=INV, signal_id=17, result=Success(value=b'"ok"'))
+    assert sm.apply(Command(timestamp_ms=6000, body=resolve)) == []
+    assert status(sm).phase == InvocationPhase.PAUSED and status(sm).journal_length == 2
