@@ -103,3 +103,26 @@ def test_restart_as_new_answers_as_restate(sm: Harness) -> None:
     sm.apply(operate(INV, PURGE_JOURNAL))
     assert answer(sm.apply(restart())).outcome == OperationOutcome.MISSING_INPUT
     assert sm.store.status(NEW) is None
+
+
+def test_workflows_are_not_restarted(sm: Harness) -> None:
+    from schemas.records import HandlerType
+    from tests.unit.state_machine.test_workflows import RUN, invoke_wf
+
+    sm.apply(invoke_wf(RUN, "run", HandlerType.WORKFLOW), attempt(2000, 1, [output(b"{}")], Ended(), inv=RUN))
+    again = operate(RUN, RESTART, new_invocation_id=NEW)
+    assert answer(sm.apply(again), RUN).outcome == OperationOutcome.UNSUPPORTED  # Restate's 422
+
+
+def test_a_restarted_object_invocation_waits_for_the_lock(sm: Harness) -> None:
+    from tests.unit.state_machine.test_objects import inv_id, invoke_object
+
+    a, b = inv_id(1), inv_id(2)
+    sm.apply(invoke_object(a), attempt(2000, 1, [output(b"1")], Ended(), inv=a))
+    sm.apply(invoke_object(b, ts=2100))  # b holds k1's lock now
+    new = str(InvocationId.generate(InvocationId.parse(a).partition_key, 1_700_000_002_000, 8))
+    actions = sm.apply(operate(a, RESTART, ts=3000, new_invocation_id=new))
+    assert answer(actions, a).outcome == OperationOutcome.DONE
+    assert not any(isinstance(x, InvokeAttempt) for x in actions)
+    assert sm.store.object("Counter", "k1").inbox == [new]
+    assert status(sm, new).phase == InvocationPhase.INBOXED
