@@ -64,7 +64,9 @@ def test_pause_and_resume_with_the_restate_cli(kinvoke: Kinvoke) -> None:  # noq
     paused = k.restate("invocations", "pause", "--yes", waiting)
     assert "Paused 1 invocations" in paused and "Greeter/approval" in paused, paused
     until_status(k, waiting, {"paused"})
-    assert re.search(r"Status:\s+paused", k.restate("invocations", "describe", waiting))
+    described = k.restate("invocations", "describe", waiting)
+    # As Restate 1.7.12 renders it: the status, and the journal's progress ending "paused".
+    assert re.search(r"Status:\s+paused", described) and "└────>> paused" in described, described
     assert re.search(
         rf"{waiting}\s+Target:\s+Greeter/approval\s+Status:\s+paused", k.restate("invocations", "list")
     )
