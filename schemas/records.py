@@ -342,6 +342,7 @@ class InvocationStatus(AvroModel):
     waiting: Suspended | None = None
     result: Success | Failure | None = None
     options: InvocationOptions | None = None
+    seed_invocation_id: str | None = None
 
 
 class JournalEntry(AvroModel):

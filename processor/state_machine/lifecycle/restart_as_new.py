@@ -7,7 +7,8 @@ As Restate's `OnRestartAsNewInvocationCommand`: only completed invocations (a ru
 (410). With `from` > 0 the new journal starts with the old one up to that index (included) plus
 the completions of the commands in it. The pin is copied, patched to the deployment asked for
 (the admin API's default is the latest). The new invocation is not idempotent and nobody waits
-for it; its random seed is its own id's (Restate keeps the old seed when copying a prefix).
+for it; it keeps the original's random seed (Restate 1.7.12 copies it, so a copied prefix that
+used the SDK's random replays the same).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ def apply(ctx: StepContext, status: InvocationStatus, cmd: OperateInvocation) ->
         modified_at_ms=ctx.now_ms,
         attempt=1,
         options=status.options,
+        seed_invocation_id=status.seed_invocation_id or status.invocation_id,
     )
     if status.deployment_id is not None:  # as Restate: the pin is copied (and patched)
         new.deployment_id = chosen or status.deployment_id

@@ -126,3 +126,19 @@ def test_a_restarted_object_invocation_waits_for_the_lock(sm: Harness) -> None:
     assert not any(isinstance(x, InvokeAttempt) for x in actions)
     assert sm.store.object("Counter", "k1").inbox == [new]
     assert status(sm, new).phase == InvocationPhase.INBOXED
+
+
+def test_a_restarted_invocation_keeps_the_original_random_seed(sm: Harness) -> None:
+    from processor.service import _seed_id
+
+    completed_with_a_run(sm)
+    sm.apply(restart(from_entry=1))
+    new = status(sm, NEW)
+    assert new.seed_invocation_id == INV and status(sm).seed_invocation_id is None
+    assert _seed_id(new, InvocationId.parse(NEW)) == InvocationId.parse(INV)
+    assert _seed_id(status(sm), InvocationId.parse(INV)) == InvocationId.parse(INV)
+    # Restarting the restarted one still seeds with the original.
+    sm.apply(attempt(9500, 1, [output(b'"again"')], Ended(), inv=NEW))
+    third = str(InvocationId.generate(InvocationId.parse(INV).partition_key, 1_700_000_003_000, 9))
+    sm.apply(operate(NEW, RESTART, ts=9600, new_invocation_id=third))
+    assert status(sm, third).seed_invocation_id == INV
