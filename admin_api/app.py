@@ -14,7 +14,7 @@ from typing import Any, cast
 import structlog
 from aiohttp import web
 
-from admin_api import discovery, introspection, invocations, openapi, state, subscriptions
+from admin_api import discovery, introspection, invocation_ops, invocations, openapi, state, subscriptions
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
 from admin_api.metrics import request_metrics
@@ -498,6 +498,49 @@ async def patch_invocation(request: web.Request) -> web.Response:
     return await invocations.run_operation(_control(request), request.match_info["invocation"], op)
 
 
+async def pause_invocation(request: web.Request) -> web.Response:
+    return await invocation_ops.pause(_control(request), request.match_info["invocation"])
+
+
+async def resume_invocation(request: web.Request) -> web.Response:
+    return await invocation_ops.resume(
+        _control(request),
+        request.match_info["invocation"],
+        dict(request.query),
+        _store(request).snapshot(),
+        _service_of(request),
+    )
+
+
+async def purge_journal(request: web.Request) -> web.Response:
+    return await invocation_ops.purge_journal(_control(request), request.match_info["invocation"])
+
+
+async def restart_as_new(request: web.Request) -> web.Response:
+    return await invocation_ops.restart_as_new(
+        _control(request),
+        request.match_info["invocation"],
+        dict(request.query),
+        _store(request).snapshot(),
+        _service_of(request),
+    )
+
+
+def _service_of(request: web.Request) -> invocation_ops.ServiceOf:
+    """The invocation's service from the admin's copy of the changelog (None if not there)."""
+    view = request.app.get(CHANGELOG_KEY)
+
+    def service_of(invocation_id: str) -> str | None:
+        if view is None:
+            return None
+        changelog = cast(ChangelogView, view)
+        with changelog.lock:
+            status = changelog.store.status(invocation_id)
+        return status.target.service if status is not None else None
+
+    return service_of
+
+
 async def delete_invocation(request: web.Request) -> web.Response:
     """Deprecated form: `DELETE /invocations/{id}?mode=Cancel|Kill|Purge` (default Cancel)."""
     op = invocations.mode_of(request.query.get("mode", "Cancel"))
@@ -630,6 +673,10 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/services/{{service}}/state", modify_service_state),
         web.get(f"{prefix}/openapi", admin_openapi),
         web.get(f"{prefix}/cluster-health", cluster_health),
+        web.patch(f"{prefix}/invocations/{{invocation}}/pause", pause_invocation),
+        web.patch(f"{prefix}/invocations/{{invocation}}/resume", resume_invocation),
+        web.patch(f"{prefix}/invocations/{{invocation}}/purge-journal", purge_journal),
+        web.patch(f"{prefix}/invocations/{{invocation}}/restart-as-new", restart_as_new),
         web.patch(f"{prefix}/invocations/{{invocation}}/{{operation}}", patch_invocation),
         web.get(f"{prefix}/invocations", list_invocations),
         web.get(f"{prefix}/invocations/{{invocation}}", get_invocation),

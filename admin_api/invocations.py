@@ -1,4 +1,5 @@
-"""`PATCH /invocations/{id}/cancel|kill|purge` (and the deprecated `DELETE /invocations/{id}`).
+"""`PATCH /invocations/{id}/cancel|kill|purge` (and the deprecated `DELETE /invocations/{id}`);
+pause, resume, purge-journal and restart-as-new are in `invocation_ops`.
 
 The admin API asks the invocation's partition through `commands` and answers with what the
 processor did, in Restate's shapes and codes.
@@ -16,7 +17,15 @@ from admin_api.registration import RegistryError
 from kafka_core.commands import CommandClient
 from kafka_core.supervision import Unavailable
 from schemas.ids import InvalidId, InvocationId
-from schemas.records import Command, ManageAnswer, ManageInvocation, ManageOperation, ManageOutcome
+from schemas.records import (
+    Command,
+    ManageAnswer,
+    ManageInvocation,
+    ManageOperation,
+    ManageOutcome,
+    OperateInvocation,
+    OperationAnswer,
+)
 
 # How long cancel/kill/purge waits for the processor's ManageAnswer on `results`.
 ANSWER_TIMEOUT_S = 30.0
@@ -24,6 +33,8 @@ ANSWER_TIMEOUT_S = 30.0
 
 class InvocationControl(Protocol):
     async def manage(self, invocation_id: InvocationId, operation: ManageOperation) -> ManageOutcome: ...
+
+    async def operate(self, invocation_id: InvocationId, command: OperateInvocation) -> OperationAnswer: ...
 
 
 class KafkaInvocationControl:
@@ -37,17 +48,33 @@ class KafkaInvocationControl:
         return self.client.health()
 
     async def manage(self, invocation_id: InvocationId, operation: ManageOperation) -> ManageOutcome:
+        body = ManageInvocation(invocation_id=str(invocation_id), operation=operation)
+        answer = await self._ask(invocation_id, body, ManageAnswer, operation.name.lower())
+        assert isinstance(answer, ManageAnswer)
+        return answer.outcome
+
+    async def operate(self, invocation_id: InvocationId, command: OperateInvocation) -> OperationAnswer:
+        what = command.operation.name.lower().replace("_", "-")
+        answer = await self._ask(invocation_id, command, OperationAnswer, what)
+        assert isinstance(answer, OperationAnswer)
+        return answer
+
+    async def _ask(
+        self,
+        invocation_id: InvocationId,
+        body: ManageInvocation | OperateInvocation,
+        kind: type[ManageAnswer | OperationAnswer],
+        name: str,
+    ) -> ManageAnswer | OperationAnswer:
+        """Append `body` for the invocation's partition and wait for the processor's answer."""
         results = self.client.results
         if results is None:
             raise RegistryError(503, "invocation management is starting; retry")
         inv = str(invocation_id)
-        what = f"the {operation.name.lower()} request"
-        waiter = results.register_ack(inv, ManageAnswer)
+        what = f"the {name} request"
+        waiter = results.register_ack(inv, kind)
         try:
-            command = Command(
-                timestamp_ms=int(time.time() * 1000),
-                body=ManageInvocation(invocation_id=inv, operation=operation),
-            )
+            command = Command(timestamp_ms=int(time.time() * 1000), body=body)
             try:
                 await self.client.send(invocation_id, command)
             except Unavailable as e:
@@ -63,8 +90,8 @@ class KafkaInvocationControl:
             raise RegistryError(503, f"cannot wait for the answer about invocation '{inv}': {e}") from None
         finally:
             results.unregister(inv, waiter)
-        assert isinstance(answer, ManageAnswer)
-        return answer.outcome
+        assert isinstance(answer, kind)
+        return answer
 
 
 _MODES = {"cancel": ManageOperation.CANCEL, "kill": ManageOperation.KILL, "purge": ManageOperation.PURGE}

@@ -30,16 +30,23 @@ from kafka_core.supervision import (
     retry_until_stopped,
 )
 from schemas import codec
-from schemas.records import InvocationAccepted, InvocationResult, ManageAnswer, OutputNotReady
+from schemas.records import (
+    InvocationAccepted,
+    InvocationResult,
+    ManageAnswer,
+    OperationAnswer,
+    OutputNotReady,
+)
 from schemas.settings import Settings
 from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 
 
-Answer = InvocationResult | InvocationAccepted | OutputNotReady | ManageAnswer
+Answer = InvocationResult | InvocationAccepted | OutputNotReady | ManageAnswer | OperationAnswer
 _ANSWERS: dict[str, type[Answer]] = {
-    t.avro_name: t for t in (InvocationResult, InvocationAccepted, OutputNotReady, ManageAnswer)
+    t.avro_name: t
+    for t in (InvocationResult, InvocationAccepted, OutputNotReady, ManageAnswer, OperationAnswer)
 }
 
 
@@ -50,7 +57,7 @@ def _decode(data: bytes) -> Answer:
     return _ANSWERS[name].decode(data)
 
 
-_ACKS: tuple[type[Answer], ...] = (InvocationAccepted, OutputNotReady, ManageAnswer)
+_ACKS: tuple[type[Answer], ...] = (InvocationAccepted, OutputNotReady, ManageAnswer, OperationAnswer)
 _AckWaiter = tuple[asyncio.Future[Any], tuple[type[Answer], ...]]
 
 

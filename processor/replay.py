@@ -50,6 +50,8 @@ from schemas.records import (
     InvocationStatus,
     Invoke,
     JournalEntry,
+    ManageInvocation,
+    OperateInvocation,
     PatchState,
     Success,
 )
@@ -87,6 +89,8 @@ def _describe(
         out["invocation_id"] = body.invocation_id
     if isinstance(body, Invoke):
         out["target"] = str(body.target)
+    if isinstance(body, ManageInvocation | OperateInvocation):
+        out["operation"] = body.operation.value
     if isinstance(body, AttemptEnded):
         out["attempt"] = body.attempt
         out["outcome"] = type(body.outcome).__name__

@@ -49,7 +49,7 @@ from processor.tracing import Tracing, input_traceparent
 from processor.transactions import TransactionalProducer, Wedged
 from schemas.ids import InvocationId
 from schemas.partitioner import routing_key
-from schemas.records import Barrier, Command, InvocationOptions, InvocationPhase, Timer
+from schemas.records import Barrier, Command, InvocationOptions, InvocationPhase, InvocationStatus, Timer
 from schemas.settings import Settings
 from schemas.topics import Topics
 
@@ -602,7 +602,7 @@ class ProcessorService:
             state=task.store.state_of(status.target.service, key) if key is not None else {},
             retry_count_since_last_stored_entry=status.retry_count_since_last_stored_entry,
             duration_since_last_stored_entry_ms=max(0, now_ms() - status.last_stored_entry_at_ms),
-            random_seed=int.from_bytes(inv.to_bytes()[-8:], "big"),
+            random_seed=int.from_bytes(_seed_id(status, inv).to_bytes()[-8:], "big"),
             abort_timeout_s=options.abort_timeout_ms / 1000 if options.abort_timeout_ms else None,
             inactivity_timeout_s=(options.inactivity_timeout_ms or DEFAULT_INACTIVITY_TIMEOUT_MS) / 1000,
             traceparent=self._traceparent(task, action.invocation_id) if self.tracing.enabled else None,
@@ -666,6 +666,11 @@ class ProcessorService:
                         self._timer_retries.put((p, timer))
 
                 fut.add_done_callback(retry)
+
+
+def _seed_id(status: InvocationStatus, inv: InvocationId) -> InvocationId:
+    """Whose id seeds the SDK's random: the original's for a restart-as-new, else its own."""
+    return InvocationId.parse(status.seed_invocation_id) if status.seed_invocation_id else inv
 
 
 def _next_offset(msgs: list[Message]) -> int:

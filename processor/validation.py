@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from schemas.ids import InvalidId, InvocationId, partition_key_of
 from schemas.partitioner import partition_of
-from schemas.records import Barrier, Command, Invoke, PatchState, ServiceType
+from schemas.records import Barrier, Command, Invoke, OperateInvocation, PatchState, ServiceType
 
 
 def rejection(command: Command, partition: int, num_partitions: int) -> str | None:
@@ -35,6 +35,10 @@ def rejection(command: Command, partition: int, num_partitions: int) -> str | No
             f"invocation id {body.invocation_id} belongs to partition {owner} (its partition key), "
             f"not to partition {partition}: key the record with the id's 8-byte partition key"
         )
+    if isinstance(body, OperateInvocation) and body.new_invocation_id is not None:
+        new = body.new_invocation_id
+        if _partition_key(new) != invocation_id.partition_key:
+            return f"restart-as-new id {new} does not carry the partition key of {body.invocation_id}"
     if isinstance(body, Invoke) and body.target.service_ty != ServiceType.SERVICE:
         if body.target.key is None:
             return f"{body.target.service_ty.value} target {body.target} has no key"
@@ -44,3 +48,10 @@ def rejection(command: Command, partition: int, num_partitions: int) -> str | No
                 f"{body.target.service}/{body.target.key}: keyed invocations must use the key's partition key"
             )
     return None
+
+
+def _partition_key(invocation_id: str) -> int | None:
+    try:
+        return InvocationId.parse(invocation_id).partition_key
+    except (InvalidId, ValueError):
+        return None

@@ -274,6 +274,28 @@ class PatchState(AvroModel):
     new_state: dict[str, bytes] = Field(default_factory=dict)
 
 
+class InvocationOperation(StrEnum):
+    PAUSE = "PAUSE"
+    RESUME = "RESUME"
+    PURGE_JOURNAL = "PURGE_JOURNAL"
+    RESTART_AS_NEW = "RESTART_AS_NEW"
+
+
+class OperateInvocation(AvroModel):
+    """Pause, resume, purge-journal, restart-as-new (see command.avsc): a record of its own, so
+    ManageInvocation's enum keeps the symbols earlier releases know."""
+
+    avro_name: ClassVar[str] = "kinvoke.OperateInvocation"
+    invocation_id: str
+    operation: InvocationOperation
+    deployment_id: str | None = None
+    deployment_min_protocol: int | None = None
+    deployment_max_protocol: int | None = None
+    latest_deployment: bool = False
+    from_entry: int | None = None
+    new_invocation_id: str | None = None
+
+
 class Command(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.Command"
     timestamp_ms: int
@@ -288,6 +310,7 @@ class Command(AvroModel):
         | ManageInvocation
         | AttemptProgress
         | PatchState
+        | OperateInvocation
     )
 
 
@@ -319,6 +342,7 @@ class InvocationStatus(AvroModel):
     waiting: Suspended | None = None
     result: Success | Failure | None = None
     options: InvocationOptions | None = None
+    seed_invocation_id: str | None = None
 
 
 class JournalEntry(AvroModel):
@@ -349,6 +373,33 @@ class ManageAnswer(AvroModel):
     avro_name: ClassVar[str] = "kinvoke.ManageAnswer"
     invocation_id: str
     outcome: ManageOutcome
+
+
+class OperationOutcome(StrEnum):
+    DONE = "DONE"
+    ACCEPTED = "ACCEPTED"
+    ALREADY_PAUSED = "ALREADY_PAUSED"
+    NOT_FOUND = "NOT_FOUND"
+    NOT_RUNNING = "NOT_RUNNING"
+    NOT_STARTED = "NOT_STARTED"
+    COMPLETED = "COMPLETED"
+    NOT_COMPLETED = "NOT_COMPLETED"
+    STILL_RUNNING = "STILL_RUNNING"
+    CANNOT_CHANGE_DEPLOYMENT = "CANNOT_CHANGE_DEPLOYMENT"
+    DEPLOYMENT_NOT_FOUND = "DEPLOYMENT_NOT_FOUND"
+    INCOMPATIBLE_DEPLOYMENT = "INCOMPATIBLE_DEPLOYMENT"
+    UNSUPPORTED = "UNSUPPORTED"
+    MISSING_INPUT = "MISSING_INPUT"
+    JOURNAL_INDEX_OUT_OF_RANGE = "JOURNAL_INDEX_OUT_OF_RANGE"
+    JOURNAL_COPY_RANGE_INVALID = "JOURNAL_COPY_RANGE_INVALID"
+
+
+class OperationAnswer(AvroModel):
+    avro_name: ClassVar[str] = "kinvoke.OperationAnswer"
+    invocation_id: str
+    outcome: OperationOutcome
+    new_invocation_id: str | None = None
+    pinned_protocol_version: int | None = None
 
 
 class OutputNotReady(AvroModel):

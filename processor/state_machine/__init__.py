@@ -27,6 +27,7 @@ from processor.state_machine.lifecycle import (
     get_output,
     invoke,
     manage,
+    operate,
     patch_state,
     recover,
     signal,
@@ -41,6 +42,7 @@ from schemas.records import (
     GetOutput,
     Invoke,
     ManageInvocation,
+    OperateInvocation,
     PatchState,
     Signal,
     TimerFired,
@@ -74,6 +76,8 @@ def apply(store: PartitionStore, command: Command) -> StepResult:
         manage.apply(ctx, body)
     elif isinstance(body, PatchState):
         patch_state.apply(ctx, body)
+    elif isinstance(body, OperateInvocation):
+        operate.apply(ctx, body)
     # A Barrier concerns only the processor that wrote it: no state change.
     return StepResult(writes=ctx.txn.writes, actions=ctx.actions)
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from schemas.records import Command, InvocationAccepted, InvocationResult, ManageAnswer, OutputNotReady, Timer
+from schemas.records import (
+    Command,
+    InvocationAccepted,
+    InvocationResult,
+    ManageAnswer,
+    OperationAnswer,
+    OutputNotReady,
+    Timer,
+)
 
 
 @dataclass(frozen=True)
@@ -47,7 +55,7 @@ class SendAccepted:
     """Answer a waiting ingress request that is not a result (on `results`, same transaction):
     whether an idempotent send was new, or that an output is not ready yet."""
 
-    accepted: InvocationAccepted | OutputNotReady | ManageAnswer
+    accepted: InvocationAccepted | OutputNotReady | ManageAnswer | OperationAnswer
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Cancel, kill and purge (admin API `PATCH /invocations/{id}/…`).
 
-- cancel: a running invocation gets signal 1 (the SDK then fails what it awaits with 409
-  "cancelled" and finishes); one still waiting in an inbox or scheduled completes at once.
+- cancel: a running, suspended or paused invocation gets signal 1 (the SDK then fails what it
+  awaits with 409 "cancelled" and finishes; a paused one is resumed for it, as in Restate); one
+  still waiting in an inbox or scheduled completes at once.
 - kill: completes with failure 409 "killed" without running any more user code; the lock
-  passes on and callers are told. (Its callees are not killed: a later issue.)
+  passes on and callers are told; the callees it still waits for are killed too (`call_tree`).
 - purge: forgets a completed invocation and its journal.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from processor.state_machine.actions import AbortAttempt, SendAccepted
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import end_invocation, patch_state, signal
+from processor.state_machine.lifecycle import call_tree, end_invocation, patch_state, signal
 from schemas.records import (
     Failure,
     InvocationPhase,
@@ -43,12 +44,15 @@ def _run(ctx: StepContext, status: InvocationStatus, op: ManageOperation) -> Man
         return ManageOutcome.DONE
     if completed:
         return ManageOutcome.ALREADY_COMPLETED
-    if op == ManageOperation.CANCEL and status.phase in (InvocationPhase.INVOKED, InvocationPhase.SUSPENDED):
+    running = (InvocationPhase.INVOKED, InvocationPhase.SUSPENDED, InvocationPhase.PAUSED)
+    if op == ManageOperation.CANCEL and status.phase in running:
         signal.apply(ctx, Signal(invocation_id=status.invocation_id, signal_id=CANCEL_SIGNAL))
         return ManageOutcome.ACCEPTED
     _leave_inbox(ctx, status)
     if status.phase == InvocationPhase.INVOKED:
         ctx.emit(AbortAttempt(status.invocation_id, status.attempt))
+    if op == ManageOperation.KILL:
+        call_tree.kill_callees(ctx, status)
     end_invocation.complete(ctx, status, CANCELLED if op == ManageOperation.CANCEL else KILLED)
     ctx.txn.put_status(status)
     return ManageOutcome.DONE

@@ -1,5 +1,6 @@
 """Delivering a notification (a completion or a signal) to an invocation: append it to the
-journal once, and resume the invocation if it is suspended waiting for exactly this."""
+journal once, and resume the invocation if it is suspended waiting for exactly this (or paused
+and this is a cancel)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from processor.state_machine.lifecycle import suspend
 from schemas.records import InvocationPhase, InvocationStatus
 
 NotificationId = tuple[str, int | str]  # ("completion" | "signal" | "named", id)
+CANCEL: NotificationId = ("signal", 1)  # the built-in cancel signal
 
 
 def deliverable(ctx: StepContext, invocation_id: str, ident: NotificationId) -> InvocationStatus | None:
@@ -25,6 +27,11 @@ def notify(ctx: StepContext, status: InvocationStatus, frame: bytes, ident: Noti
     """Append `frame` and wake the invocation if it waits for `ident` (the caller stores the status)."""
     ctx.append_entry(status, frame, is_command=False)
     status.modified_at_ms = ctx.now_ms
+    if status.phase == InvocationPhase.PAUSED:
+        # As Restate: a paused invocation runs again only when resumed, or to handle a cancel.
+        if ident == CANCEL:
+            suspend.resume(ctx, status)
+        return
     waiting = status.waiting
     if status.phase != InvocationPhase.SUSPENDED or waiting is None:
         return

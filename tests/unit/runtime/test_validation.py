@@ -56,3 +56,20 @@ def test_an_object_invocation_must_carry_its_keys_partition_key() -> None:
     )
     [reason] = _dead_letters(partition, record(partition, 0, cmd))
     assert "does not carry the partition key of Counter/alice" in reason
+
+
+def test_a_restart_as_new_must_keep_the_partition_key() -> None:
+    from schemas.records import InvocationOperation, OperateInvocation
+
+    old = InvocationId.parse(invocation_on(0))
+    elsewhere = InvocationId.generate(old.partition_key + 1, 1_700_000_000_000, 2)
+    cmd = Command(
+        timestamp_ms=1,
+        body=OperateInvocation(
+            invocation_id=str(old),
+            operation=InvocationOperation.RESTART_AS_NEW,
+            new_invocation_id=str(elsewhere),
+        ),
+    )
+    [reason] = _dead_letters(0, record(0, 0, cmd))
+    assert "does not carry the partition key" in reason
