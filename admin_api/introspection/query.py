@@ -52,8 +52,10 @@ class QueryError(Exception):
         self.status = status
 
 
-_BAD_REQUEST = re.compile(r"^(SQL error:|Error during planning: (DDL|DML|Statement) not supported|"
-                          r"Error during planning: No SQL statements)")
+_BAD_REQUEST = re.compile(
+    r"^(SQL error:|Error during planning: (DDL|DML|Statement) not supported|"
+    r"Error during planning: No SQL statements)"
+)
 
 
 def _error(e: Exception) -> QueryError:

@@ -330,9 +330,7 @@ def object_rows(obj: ObjectStatus, created_at: dict[str, int | None]) -> tuple[l
     """(`sys_inbox` rows, `sys_keyed_service_status` rows) of one object. The inbox sequence
     number is the position in the inbox (kinvoke keeps no global inbox counter)."""
     pk = partition_key_of(obj.key)
-    inbox = [
-        (pk, obj.service, obj.key, inv, seq, created_at.get(inv)) for seq, inv in enumerate(obj.inbox)
-    ]
+    inbox = [(pk, obj.service, obj.key, inv, seq, created_at.get(inv)) for seq, inv in enumerate(obj.inbox)]
     keyed = [(pk, obj.service, obj.key, obj.locked_by)] if obj.locked_by else []
     return inbox, keyed
 

@@ -154,9 +154,7 @@ def test_a_call_goes_through_the_stack_with_credentials(stack: Stack) -> None:
     tail = kinvoke_cli(stack, "topics", "tail", "metadata", "--from-beginning")
     assert tail.returncode == 0, tail.stderr
     assert "service/Greeter" in tail.stdout
-    refused = kinvoke_cli(
-        stack, "topics", "tail", "metadata", KINVOKE_KAFKA_SASL_PASSWORD="not-the-password"
-    )
+    refused = kinvoke_cli(stack, "topics", "tail", "metadata", KINVOKE_KAFKA_SASL_PASSWORD="not-the-password")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "not-the-password" not in refused.stdout + refused.stderr
 

@@ -45,8 +45,7 @@ from tests.unit.state_machine.conftest import Harness, attempt, output, output_f
 
 T0 = 1_795_000_000_000  # 2026-11-18T11:06:40Z
 STACK = (
-    'Traceback (most recent call last):\n  File "services.py", line 66, in flaky\n'
-    "RuntimeError: flaky: boom\n"
+    'Traceback (most recent call last):\n  File "services.py", line 66, in flaky\nRuntimeError: flaky: boom\n'
 )
 
 # information_schema.columns of Restate 1.7.12 (catalog restate, schema public), in column order.
@@ -146,9 +145,7 @@ RESTATE_COLUMNS = {
         "concurrency_rules_block_duration Duration(ms); lock_block_duration Duration(ms); "
         "deployment_concurrency_block_duration Duration(ms)"
     ),
-    "sys_service": (
-        "name LargeUtf8; revision UInt64; public Boolean; ty LargeUtf8; deployment_id LargeUtf8"
-    ),
+    "sys_service": ("name LargeUtf8; revision UInt64; public Boolean; ty LargeUtf8; deployment_id LargeUtf8"),
     "sys_user_limits": (
         "partition_key UInt64; scope LargeUtf8; l1 LargeUtf8; l2 LargeUtf8; level LargeUtf8; "
         "usage UInt32; concurrency_limit UInt32; rule_pattern LargeUtf8; available UInt32; "
@@ -309,8 +306,11 @@ def test_tables_columns_and_types_are_restates(world: Harness) -> None:
         ours.setdefault(r["table_name"], []).append(f"{r['column_name']} {r['data_type']}{not_null}")
     assert {t: "; ".join(cols) for t, cols in ours.items()} == RESTATE_COLUMNS
     assert len(RESTATE_COLUMNS) == 18
-    views = query(world, "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
-                         "AND table_schema = 'public'")
+    views = query(
+        world,
+        "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW' "
+        "AND table_schema = 'public'",
+    )
     assert views == [{"table_name": "sys_invocation"}]
 
 
@@ -523,9 +523,7 @@ def test_state_promises_and_registry_tables() -> None:
         attempt(T0 + 1, 1, [set_count, output(b"3")], Ended(), inv=obj),
     )
     kv_get = "select key, value from state where service_name = 'Counter' and service_key = 'k1' ;"
-    assert query(sm, kv_get) == [
-        {"key": "count", "value": "33"}
-    ]
+    assert query(sm, kv_get) == [{"key": "count", "value": "33"}]
     assert query(sm, "select * from state where service_name = 'Other'") == []
     [row] = query(sm, "SELECT * FROM state")
     assert row == {
@@ -565,9 +563,7 @@ async def test_errors_as_restate_answers_them(client: TestClient) -> None:
     assert await ask("SELECT 1/0") == (500, "Datafusion error: Arrow error: Divide by zero error")
     r = await client.post("/v4/query", json={"nope": 1})
     assert r.status == 422
-    ok = await client.post(
-        "/v4/query", json={"query": "SELECT count(*) FROM restate.public.sys_invocation"}
-    )
+    ok = await client.post("/v4/query", json={"query": "SELECT count(*) FROM restate.public.sys_invocation"})
     assert ok.headers["content-type"] == "application/vnd.apache.arrow.stream"
     assert pa.ipc.open_stream(await ok.read()).read_all().column(0).to_pylist() == [8]
     # Only exactly `application/json` gets JSON, as on Restate.
