@@ -53,6 +53,15 @@ class Kinvoke:
     def restate(self, *args: str, env: dict[str, str] | None = None) -> str:
         """Run the CLI (`env`: more environment variables); its stdout and stderr (exit code 0
         asserted)."""
+        done = self.restate_result(*args, env=env)
+        out = done.stdout + "\n--- stderr ---\n" + done.stderr
+        assert done.returncode == 0, f"restate {' '.join(args)} exited {done.returncode}:\n{out}"
+        return out
+
+    def restate_result(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the CLI; whatever it did (for commands expected to fail)."""
         extra = env or {}
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("RESTATE_")},
@@ -63,10 +72,7 @@ class Kinvoke:
             "TERM": "dumb",
             **extra,
         }
-        done = subprocess.run([str(self.cli), *args], env=env, capture_output=True, text=True, timeout=60)
-        out = done.stdout + "\n--- stderr ---\n" + done.stderr
-        assert done.returncode == 0, f"restate {' '.join(args)} exited {done.returncode}:\n{out}"
-        return out
+        return subprocess.run([str(self.cli), *args], env=env, capture_output=True, text=True, timeout=60)
 
     def call(self, path: str, body: object) -> httpx.Response:
         return self.client.post(
