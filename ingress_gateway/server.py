@@ -250,7 +250,11 @@ class Ingress:
         inv = str(invocation_id)
         assert self.results is not None
         result_waiter = self.results.register(inv)
-        other_waiter = self.results.register_ack(inv, OutputNotReady)
+        # Only `/output` waits for "not ready": an `/attach` never takes another request's
+        # OutputNotReady for its own answer, it waits for the result.
+        waiters = {result_waiter}
+        if not wait:
+            waiters.add(self.results.register_ack(inv, OutputNotReady))
         try:
             lookup = Command(
                 timestamp_ms=int(time.time() * 1000), body=GetOutput(invocation_id=inv, wait=wait)
@@ -260,9 +264,7 @@ class Ingress:
                 return failed
             # `/attach` waits for the invocation to end, `/output` only for the processor's word.
             bound = self.call_timeout_s if wait else self.answer_timeout_s
-            done, _ = await asyncio.wait(
-                {result_waiter, other_waiter}, timeout=bound, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(waiters, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 what = "the invocation did not end" if wait else "no processor answered"
                 return error_response(504, f"{what} within {bound:g}s (invocation {inv})")
@@ -270,8 +272,8 @@ class Ingress:
         except Unavailable as e:
             return error_response(503, f"cannot wait for the answer about {inv}: {e}")
         finally:
-            self.results.unregister(inv, result_waiter)
-            self.results.unregister(inv, other_waiter)
+            for waiter in waiters:
+                self.results.unregister(inv, waiter)
         if isinstance(answer, OutputNotReady):
             return error_response(470, "the invocation exists but has not completed yet")
         outcome = answer.result

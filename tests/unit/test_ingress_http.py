@@ -18,7 +18,7 @@ from ingress_gateway.limits import MAX_HEAD_BYTES, MAX_URI_BYTES, REQUEST_SIZE_L
 from ingress_gateway.server import Ingress
 from kafka_core.results import ResultsListener
 from schemas.ids import InvocationId
-from schemas.records import Command, Invoke
+from schemas.records import Command, GetOutput, InvocationResult, Invoke, OutputNotReady, Success
 from schemas.registry import Registry
 from schemas.settings import Settings
 
@@ -292,3 +292,40 @@ async def test_delay_and_idempotency_key_rules(ingress: TestClient) -> None:
         "cannot use the idempotency key with workflow handlers. The handler invocation will already "
         "be idempotent by the workflow key itself."
     )
+
+
+# -- attach and output ---------------------------------------------------------------------------
+
+
+class Lookups(Commands):
+    """Records the ingress's GetOutput commands; the test answers them on `results`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: asyncio.Queue[GetOutput] = asyncio.Queue()
+
+    async def send(self, invocation_id: InvocationId, command: Command) -> None:
+        assert isinstance(command.body, GetOutput)
+        self.lookups.put_nowait(command.body)
+
+
+async def test_a_pending_attach_is_not_answered_by_another_requests_not_ready() -> None:
+    """Restate: an `/output` meanwhile is 470, the `/attach` keeps waiting for the result."""
+    commands = Lookups()
+    server = Ingress(SETTINGS, Metadata(), commands=commands)  # type: ignore[arg-type]
+    inv = str(InvocationId.generate(1, 1_700_000_000_000, 7))
+    async with TestClient(TestServer(server.app())) as client:
+        attach = asyncio.ensure_future(client.get(f"/restate/attach/{inv}"))
+        assert (await asyncio.wait_for(commands.lookups.get(), 5)).wait
+        output = asyncio.ensure_future(client.get(f"/restate/output/{inv}"))
+        assert not (await asyncio.wait_for(commands.lookups.get(), 5)).wait
+        assert commands.results is not None
+        commands.results._deliver(OutputNotReady(invocation_id=inv))
+        assert await ingress_error(await asyncio.wait_for(output, 5), 470)
+        await asyncio.sleep(0.05)
+        assert not attach.done()
+        commands.results._deliver(
+            InvocationResult(invocation_id=inv, result=Success(value=b'"done"'), completed_at_ms=1)
+        )
+        answer = await asyncio.wait_for(attach, 5)
+        assert answer.status == 200 and await answer.json() == "done"
