@@ -277,8 +277,11 @@ class Ingress:
         if isinstance(answer, OutputNotReady):
             return error_response(470, "the invocation exists but has not completed yet")
         outcome = answer.result
+        # Restate 1.7.12 (measured): an unknown idempotency key is the ingress's 404 to `/output`
+        # but the invocation's own 404 "not found" (with its x-restate-id) to `/attach`.
         if (
             not by_id
+            and not (wait and path.idempotent is not None)
             and isinstance(outcome, Failure)
             and (outcome.code, outcome.message) == (404, "not found")
         ):

@@ -145,6 +145,13 @@ def test_attach_by_idempotency_key_to_a_send_of_an_object_handler(env: Env) -> N
     called = env.post(f"/restate/call/Tally/{key}/bump", 0, **{"idempotency-key": idem})
     assert called.status_code == 200, called.text
     assert called.json() == 1 and "idempotency-expires" in called.headers
+    unknown = env.get(f"/restate/invocation/Tally/{key}/bump/nope/attach")
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json() == {"code": 404, "message": "not found", "source": "invocation"}
+    assert unknown.headers["x-restate-id"].startswith("inv_")
+    not_there = env.get(f"/restate/invocation/Tally/{key}/bump/nope/output")
+    assert not_there.status_code == 404, not_there.text
+    assert not_there.json() == {"code": 404, "message": "invocation not found", "source": "ingress"}
 
 
 def test_attach_by_idempotency_key_to_a_send_queued_behind_the_objects_lock(env: Env) -> None:

@@ -18,7 +18,7 @@ from ingress_gateway.limits import MAX_HEAD_BYTES, MAX_URI_BYTES, REQUEST_SIZE_L
 from ingress_gateway.server import Ingress
 from kafka_core.results import ResultsListener
 from schemas.ids import InvocationId
-from schemas.records import Command, GetOutput, InvocationResult, Invoke, OutputNotReady, Success
+from schemas.records import Command, Failure, GetOutput, InvocationResult, Invoke, OutputNotReady, Success
 from schemas.registry import Registry
 from schemas.settings import Settings
 
@@ -329,3 +329,28 @@ async def test_a_pending_attach_is_not_answered_by_another_requests_not_ready() 
         )
         answer = await asyncio.wait_for(attach, 5)
         assert answer.status == 200 and await answer.json() == "done"
+
+
+async def test_an_unknown_idempotency_key_is_the_invocations_404_to_attach_the_ingress_to_output() -> None:
+    """As Restate 1.7.12 answers (measured): `/attach` carries the derived id, `/output` does not."""
+    commands = Lookups()
+    server = Ingress(SETTINGS, Metadata(), commands=commands)  # type: ignore[arg-type]
+    async with TestClient(TestServer(server.app())) as client:
+        for action, source, message in (
+            ("attach", "invocation", "not found"),
+            ("output", "ingress", "invocation not found"),
+        ):
+            request = asyncio.ensure_future(client.get(f"/restate/invocation/Counter/k/add/nope/{action}"))
+            lookup = await asyncio.wait_for(commands.lookups.get(), 5)
+            assert commands.results is not None
+            commands.results._deliver(
+                InvocationResult(
+                    invocation_id=lookup.invocation_id,
+                    result=Failure(code=404, message="not found"),
+                    completed_at_ms=1,
+                )
+            )
+            r = await asyncio.wait_for(request, 5)
+            assert r.status == 404
+            assert await r.json() == {"code": 404, "message": message, "source": source}
+            assert ("x-restate-id" in r.headers) == (action == "attach")
