@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -165,3 +166,34 @@ def test_attach_by_idempotency_key_to_a_send_queued_behind_the_objects_lock(env:
     assert attached.status_code == 200, attached.text
     assert attached.json() == 1
     assert attached.headers["x-restate-id"] == sent.json()["invocationId"]
+
+
+def test_an_idempotent_object_invocation_is_forgotten_after_its_retention(env: Env) -> None:
+    """`idempotency_retention` (PATCH /services) caps how long the key answers from the stored
+    result; the journal retention (a day by default) does not keep it longer, as in Restate."""
+    patched = env.client.patch(f"{env.admin}/services/Tally", json={"idempotency_retention": "2s"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["idempotency_retention"] == "2s"
+    key = uuid.uuid4().hex
+
+    def bump() -> httpx.Response:
+        r = env.post(f"/restate/call/Tally/{key}/bump", 0, **{"idempotency-key": "once"})
+        assert r.status_code == 200, r.text
+        return r
+
+    def patched_retention_applies() -> bool:  # the ingress resolves options from its registry view
+        probe = uuid.uuid4().hex
+        for _ in range(2):
+            r = env.post(f"/restate/call/Tally/{probe}/bump", 0, **{"idempotency-key": "probe"})
+        expires = datetime.fromisoformat(r.headers["idempotency-expires"])
+        return expires - datetime.now(UTC) < timedelta(seconds=30)
+
+    env.until(patched_retention_applies, "the patched idempotency retention to apply")
+    first = bump()
+    assert first.json() == 1
+    repeat = bump()
+    assert repeat.json() == 1 and repeat.headers["x-restate-id"] == first.headers["x-restate-id"]
+    expires = repeat.headers["idempotency-expires"]
+    assert expires.endswith("+00:00")
+    env.until(lambda: bump().json() == 2, "the key to run again after its retention", timeout_s=30)
+    assert env.get(f"/restate/invocation/Tally/{key}/bump/once/output").json() == 2
