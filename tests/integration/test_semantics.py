@@ -146,6 +146,11 @@ def test_attach_by_idempotency_key_to_a_send_of_an_object_handler(env: Env) -> N
     called = env.post(f"/restate/call/Tally/{key}/bump", 0, **{"idempotency-key": idem})
     assert called.status_code == 200, called.text
     assert called.json() == 1 and "idempotency-expires" in called.headers
+    body = {"target": "idempotentInvocation", "service": "Tally", "key": key, "handler": "bump"}
+    found = env.client.post(f"{env.ingress}/restate/lookup", json={**body, "idempotencyKey": idem})
+    assert found.status_code == 200 and found.json() == {"invocationId": sent.json()["invocationId"]}
+    by_body = env.client.post(f"{env.ingress}/restate/attach", json={**body, "idempotencyKey": idem})
+    assert by_body.status_code == 200 and by_body.json() == 1, by_body.text
     unknown = env.get(f"/restate/invocation/Tally/{key}/bump/nope/attach")
     assert unknown.status_code == 404, unknown.text
     assert unknown.json() == {"code": 404, "message": "not found", "source": "invocation"}

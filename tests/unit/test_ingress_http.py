@@ -354,3 +354,41 @@ async def test_an_unknown_idempotency_key_is_the_invocations_404_to_attach_the_i
             assert r.status == 404
             assert await r.json() == {"code": 404, "message": message, "source": source}
             assert ("x-restate-id" in r.headers) == (action == "attach")
+
+
+async def test_attach_output_and_lookup_by_a_target_in_the_body() -> None:
+    """Restate 1.7.12's `POST /restate/attach|output|lookup` (measured): the body names a
+    workflow, an idempotent invocation or an invocation id; other methods are 405."""
+    commands = Lookups()
+    server = Ingress(SETTINGS, Metadata(), commands=commands)  # type: ignore[arg-type]
+    target = {"target": "idempotentInvocation", "service": "Counter", "key": "k", "handler": "add"}
+    by_key = {**target, "idempotencyKey": "i"}
+    inv = str(InvocationId.for_idempotent_request("Counter", "k", "add", "i"))
+    async with TestClient(TestServer(server.app())) as client:
+        found = await client.post("/restate/lookup", json=by_key)
+        assert found.status == 200 and await found.json() == {"invocationId": inv}
+        wf = await client.post(
+            "/restate/lookup", json={"target": "workflow", "workflowName": "W", "workflowKey": "x"}
+        )
+        assert await wf.json() == {"invocationId": str(InvocationId.for_workflow("W", "x"))}
+        bad_id = await client.post("/restate/lookup", json={"target": "invocation", "invocationId": "nope"})
+        assert await ingress_error(bad_id, 400) == "bad invocation id 'nope': bad format"
+        missing = await client.post("/restate/lookup", json={"service": "Counter"})
+        assert (
+            await ingress_error(missing, 500)
+            == "cannot read body: invalid lookup body: missing field `target`"
+        )
+        unknown = await client.post("/restate/attach", json={"target": "nope"})
+        assert "invalid request body: unknown variant `nope`" in await ingress_error(unknown, 500)
+        for path in ("/restate/lookup", "/restate/attach", "/restate/output"):
+            assert await ingress_error(await client.get(path), 405) == "method not allowed"
+        for action, wait in (("attach", True), ("output", False)):
+            request = asyncio.ensure_future(client.post(f"/restate/{action}", json=by_key))
+            lookup = await asyncio.wait_for(commands.lookups.get(), 5)
+            assert lookup == GetOutput(invocation_id=inv, wait=wait)
+            assert commands.results is not None
+            commands.results._deliver(
+                InvocationResult(invocation_id=inv, result=Success(value=b"7"), completed_at_ms=1)
+            )
+            r = await asyncio.wait_for(request, 5)
+            assert r.status == 200 and await r.json() == 7 and r.headers["x-restate-id"] == inv
