@@ -1,6 +1,6 @@
 """The ingress' Prometheus metrics: request latency by status code and kind of request.
 
-The kind is what the path asked for (call, send, attach, output, awakeable, health, metrics,
+The kind is what the path asked for (call, send, attach, output, lookup, awakeable, health, metrics,
 preflight), set by the handler that recognised it; requests refused before that are `other`.
 Labels stay bounded whatever paths clients send.
 """

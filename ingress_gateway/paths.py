@@ -7,6 +7,7 @@ invocation ids and idempotency keys are used as they appear in the path, as Rest
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
@@ -95,7 +96,15 @@ class InvocationPath:
     scoped: bool = False
 
 
-RequestPath = HealthPath | AwakeablePath | OutputPath | InvocationPath
+@dataclass(frozen=True)
+class TargetPath:
+    """`POST /restate/attach|output|lookup`: the invocation is named in the JSON body
+    (`target_from_body`); `action` is "attach", "output" or "lookup"."""
+
+    action: str
+
+
+RequestPath = HealthPath | AwakeablePath | OutputPath | InvocationPath | TargetPath
 ServiceTypeOf = Callable[[str], ServiceType | None]
 
 
@@ -202,11 +211,62 @@ def _restate_api(verb: str, segments: Iterator[str], service_type: ServiceTypeOf
         return _call_or_send(inner, segments, service_type, scoped=True)
     if verb in ("attach", "output"):
         invocation_id = next(segments, None)
-        if invocation_id is None or next(segments, None) is not None:
-            # `POST /restate/attach|output` (the target in the body) and extra segments
-            raise not_found() if invocation_id is None else IngressError(400, BAD_RESTATE_API_PATH)
+        if invocation_id is None:
+            return TargetPath(verb)  # the target in the body
+        if next(segments, None) is not None:
+            raise IngressError(400, BAD_RESTATE_API_PATH)
         return OutputPath(attach=verb == "attach", invocation_id=invocation_id)
+    if verb == "lookup" and next(segments, None) is None:
+        return TargetPath(verb)
     raise not_found()
+
+
+_TARGETS = "`workflow`, `idempotentInvocation`, `invocation`"
+
+
+def target_from_body(body: bytes, action: str) -> OutputPath:
+    """Restate 1.7.12's `InvocationTargetRequest` (tagged by `target`): `workflow` (workflowName,
+    workflowKey), `idempotentInvocation` (service, key?, handler, idempotencyKey) or
+    `invocation` (invocationId). A body that does not match is a 500 "cannot read body", as
+    Restate answers it (measured)."""
+    what = "lookup" if action == "lookup" else "request"
+
+    def bad(reason: str) -> IngressError:
+        return IngressError(500, f"cannot read body: invalid {what} body: {reason}")
+
+    try:
+        data = json.loads(body)
+    except ValueError as e:
+        raise bad(str(e)) from None
+    if not isinstance(data, dict):
+        raise bad("invalid type, expected an object")
+
+    def field(name: str, optional: bool = False) -> str | None:
+        value = data.get(name)
+        if value is None and not optional:
+            raise bad(f"missing field `{name}`")
+        if value is not None and not isinstance(value, str):
+            raise bad(f"invalid type for `{name}`, expected a string")
+        return value
+
+    def required(name: str) -> str:
+        value = field(name)
+        assert value is not None
+        return value
+
+    attach = action == "attach"
+    target = data.get("target")
+    if target is None:
+        raise bad("missing field `target`")
+    if target == "workflow":
+        return OutputPath(attach=attach, workflow=(required("workflowName"), required("workflowKey")))
+    if target == "idempotentInvocation":
+        service, handler = required("service"), required("handler")
+        idempotent = (service, field("key", True), handler, required("idempotencyKey"))
+        return OutputPath(attach=attach, idempotent=idempotent)
+    if target == "invocation":
+        return OutputPath(attach=attach, invocation_id=required("invocationId"))
+    raise bad(f"unknown variant `{target}`, expected one of {_TARGETS}")
 
 
 def _awakeable(segments: Iterator[str]) -> AwakeablePath:

@@ -24,8 +24,10 @@ from ingress_gateway.paths import (
     IngressError,
     InvocationPath,
     OutputPath,
+    TargetPath,
     normalize_path,
     parse_request_path,
+    target_from_body,
 )
 from ingress_gateway.targets import ResolvedTarget, UnknownTarget, known_service_type, resolve_target
 from kafka_core import observability, supervision
@@ -162,6 +164,9 @@ class Ingress:
         if isinstance(parsed, OutputPath):
             set_kind(request, "attach" if parsed.attach else "output")
             return await self.get_output(request, parsed)
+        if isinstance(parsed, TargetPath):
+            set_kind(request, parsed.action)
+            return await self.by_target(request, parsed)
         set_kind(request, "send" if parsed.send else "call")
         return await self.invoke(request, parsed, path)
 
@@ -222,35 +227,55 @@ class Ingress:
         )
         return failed or web.Response(status=202)
 
-    async def get_output(self, request: web.Request, path: OutputPath) -> web.Response:
-        """`/restate/invocation/{id}/attach|output`, `/restate/invocation/{svc}/[{key}/]{handler}/
-        {idempotency key}/attach|output`, `/restate/workflow/{name}/{key}/attach|output`,
-        `/restate/attach|output/{id}`."""
-        wait = path.attach
-        content_type: str | None = "application/json"
-        by_id = path.invocation_id is not None
+    def _invocation_of(self, path: OutputPath) -> tuple[InvocationId, str | None]:
+        """The invocation a path (or a target body) names, and its output's content type.
+        Raises InvalidId for a bad invocation id."""
+        if path.invocation_id is not None:
+            return InvocationId.parse(path.invocation_id), "application/json"
+        if path.workflow is not None:
+            name, key = path.workflow
+            return InvocationId.for_workflow(name, key), self._output_content_type(name, None)
+        assert path.idempotent is not None
+        service, key_or_none, handler, idempotency_key = path.idempotent
+        invocation_id = InvocationId.for_idempotent_request(service, key_or_none, handler, idempotency_key)
+        return invocation_id, self._output_content_type(service, handler)
+
+    async def by_target(self, request: web.Request, path: TargetPath) -> web.Response:
+        """`POST /restate/attach|output|lookup` with the target in the body, as Restate 1.7.12
+        has them (the non-deprecated way to attach by idempotency key or workflow key)."""
+        if request.method != "POST":
+            return method_not_allowed()
         try:
-            if path.invocation_id is not None:
-                invocation_id = InvocationId.parse(path.invocation_id)
-            elif path.workflow is not None:
-                name, key = path.workflow
-                invocation_id = InvocationId.for_workflow(name, key)
-                content_type = self._output_content_type(name, None)
-            else:
-                assert path.idempotent is not None
-                service, key_or_none, handler, idempotency_key = path.idempotent
-                invocation_id = InvocationId.for_idempotent_request(
-                    service, key_or_none, handler, idempotency_key
-                )
-                content_type = self._output_content_type(service, handler)
+            target = target_from_body(await _read_body(request), path.action)
+            invocation_id, _ = self._invocation_of(target)
+        except IngressError as e:
+            return error_response(e.status, e.message)
         except InvalidId as e:
             return error_response(400, str(e))
-        if request.method != "GET":
+        if path.action != "lookup":
+            return await self.get_output(request, target, method="POST")
+        return web.json_response({"invocationId": str(invocation_id)})
+
+    async def get_output(self, request: web.Request, path: OutputPath, method: str = "GET") -> web.Response:
+        """`/restate/invocation/{id}/attach|output`, `/restate/invocation/{svc}/[{key}/]{handler}/
+        {idempotency key}/attach|output`, `/restate/workflow/{name}/{key}/attach|output`,
+        `/restate/attach|output/{id}`; `method` is POST for a target in the body."""
+        wait = path.attach
+        by_id = path.invocation_id is not None
+        try:
+            invocation_id, content_type = self._invocation_of(path)
+        except InvalidId as e:
+            return error_response(400, str(e))
+        if request.method != method:
             return method_not_allowed()
         inv = str(invocation_id)
         assert self.results is not None
         result_waiter = self.results.register(inv)
-        other_waiter = self.results.register_ack(inv, OutputNotReady)
+        # Only `/output` waits for "not ready": an `/attach` never takes another request's
+        # OutputNotReady for its own answer, it waits for the result.
+        waiters = {result_waiter}
+        if not wait:
+            waiters.add(self.results.register_ack(inv, OutputNotReady))
         try:
             lookup = Command(
                 timestamp_ms=int(time.time() * 1000), body=GetOutput(invocation_id=inv, wait=wait)
@@ -260,9 +285,7 @@ class Ingress:
                 return failed
             # `/attach` waits for the invocation to end, `/output` only for the processor's word.
             bound = self.call_timeout_s if wait else self.answer_timeout_s
-            done, _ = await asyncio.wait(
-                {result_waiter, other_waiter}, timeout=bound, return_when=asyncio.FIRST_COMPLETED
-            )
+            done, _ = await asyncio.wait(waiters, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
             if not done:
                 what = "the invocation did not end" if wait else "no processor answered"
                 return error_response(504, f"{what} within {bound:g}s (invocation {inv})")
@@ -270,13 +293,16 @@ class Ingress:
         except Unavailable as e:
             return error_response(503, f"cannot wait for the answer about {inv}: {e}")
         finally:
-            self.results.unregister(inv, result_waiter)
-            self.results.unregister(inv, other_waiter)
+            for waiter in waiters:
+                self.results.unregister(inv, waiter)
         if isinstance(answer, OutputNotReady):
             return error_response(470, "the invocation exists but has not completed yet")
         outcome = answer.result
+        # Restate 1.7.12 (measured): an unknown idempotency key is the ingress's 404 to `/output`
+        # but the invocation's own 404 "not found" (with its x-restate-id) to `/attach`.
         if (
             not by_id
+            and not (wait and path.idempotent is not None)
             and isinstance(outcome, Failure)
             and (outcome.code, outcome.message) == (404, "not found")
         ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -87,8 +88,10 @@ def notification(
     failure: tuple[int, str] | None = None,
     invocation_id: str | None = None,
     state_keys: list[bytes] | None = None,
+    failure_metadata: Mapping[str, str] | None = None,
 ) -> bytes:
-    """A notification frame of any kind; with no result given, the result is `void`."""
+    """A notification frame of any kind; with no result given, the result is `void`. A failure's
+    metadata (protocol V6) goes with it, so a caller sees what the callee's TerminalError carried."""
     note = pb.NotificationMessage()
     if completion_id is not None:
         note.completion_id = completion_id
@@ -100,6 +103,8 @@ def notification(
         note.value.content = value
     elif failure is not None:
         note.failure.code, note.failure.message = failure
+        for k, v in (failure_metadata or {}).items():
+            note.failure.metadata.add(key=k, value=v)
     elif invocation_id is not None:
         note.invocation_id = invocation_id
     elif state_keys is not None:

@@ -18,7 +18,7 @@ from ingress_gateway.limits import MAX_HEAD_BYTES, MAX_URI_BYTES, REQUEST_SIZE_L
 from ingress_gateway.server import Ingress
 from kafka_core.results import ResultsListener
 from schemas.ids import InvocationId
-from schemas.records import Command, Invoke
+from schemas.records import Command, Failure, GetOutput, InvocationResult, Invoke, OutputNotReady, Success
 from schemas.registry import Registry
 from schemas.settings import Settings
 
@@ -292,3 +292,103 @@ async def test_delay_and_idempotency_key_rules(ingress: TestClient) -> None:
         "cannot use the idempotency key with workflow handlers. The handler invocation will already "
         "be idempotent by the workflow key itself."
     )
+
+
+# -- attach and output ---------------------------------------------------------------------------
+
+
+class Lookups(Commands):
+    """Records the ingress's GetOutput commands; the test answers them on `results`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups: asyncio.Queue[GetOutput] = asyncio.Queue()
+
+    async def send(self, invocation_id: InvocationId, command: Command) -> None:
+        assert isinstance(command.body, GetOutput)
+        self.lookups.put_nowait(command.body)
+
+
+async def test_a_pending_attach_is_not_answered_by_another_requests_not_ready() -> None:
+    """Restate: an `/output` meanwhile is 470, the `/attach` keeps waiting for the result."""
+    commands = Lookups()
+    server = Ingress(SETTINGS, Metadata(), commands=commands)  # type: ignore[arg-type]
+    inv = str(InvocationId.generate(1, 1_700_000_000_000, 7))
+    async with TestClient(TestServer(server.app())) as client:
+        attach = asyncio.ensure_future(client.get(f"/restate/attach/{inv}"))
+        assert (await asyncio.wait_for(commands.lookups.get(), 5)).wait
+        output = asyncio.ensure_future(client.get(f"/restate/output/{inv}"))
+        assert not (await asyncio.wait_for(commands.lookups.get(), 5)).wait
+        assert commands.results is not None
+        commands.results._deliver(OutputNotReady(invocation_id=inv))
+        assert await ingress_error(await asyncio.wait_for(output, 5), 470)
+        await asyncio.sleep(0.05)
+        assert not attach.done()
+        commands.results._deliver(
+            InvocationResult(invocation_id=inv, result=Success(value=b'"done"'), completed_at_ms=1)
+        )
+        answer = await asyncio.wait_for(attach, 5)
+        assert answer.status == 200 and await answer.json() == "done"
+
+
+async def test_an_unknown_idempotency_key_is_the_invocations_404_to_attach_the_ingress_to_output() -> None:
+    """As Restate 1.7.12 answers (measured): `/attach` carries the derived id, `/output` does not."""
+    commands = Lookups()
+    server = Ingress(SETTINGS, Metadata(), commands=commands)  # type: ignore[arg-type]
+    async with TestClient(TestServer(server.app())) as client:
+        for action, source, message in (
+            ("attach", "invocation", "not found"),
+            ("output", "ingress", "invocation not found"),
+        ):
+            request = asyncio.ensure_future(client.get(f"/restate/invocation/Counter/k/add/nope/{action}"))
+            lookup = await asyncio.wait_for(commands.lookups.get(), 5)
+            assert commands.results is not None
+            commands.results._deliver(
+                InvocationResult(
+                    invocation_id=lookup.invocation_id,
+                    result=Failure(code=404, message="not found"),
+                    completed_at_ms=1,
+                )
+            )
+            r = await asyncio.wait_for(request, 5)
+            assert r.status == 404
+            assert await r.json() == {"code": 404, "message": message, "source": source}
+            assert ("x-restate-id" in r.headers) == (action == "attach")
+
+
+async def test_attach_output_and_lookup_by_a_target_in_the_body() -> None:
+    """Restate 1.7.12's `POST /restate/attach|output|lookup` (measured): the body names a
+    workflow, an idempotent invocation or an invocation id; other methods are 405."""
+    commands = Lookups()
+    server = Ingress(SETTINGS, Metadata(), commands=commands)  # type: ignore[arg-type]
+    target = {"target": "idempotentInvocation", "service": "Counter", "key": "k", "handler": "add"}
+    by_key = {**target, "idempotencyKey": "i"}
+    inv = str(InvocationId.for_idempotent_request("Counter", "k", "add", "i"))
+    async with TestClient(TestServer(server.app())) as client:
+        found = await client.post("/restate/lookup", json=by_key)
+        assert found.status == 200 and await found.json() == {"invocationId": inv}
+        wf = await client.post(
+            "/restate/lookup", json={"target": "workflow", "workflowName": "W", "workflowKey": "x"}
+        )
+        assert await wf.json() == {"invocationId": str(InvocationId.for_workflow("W", "x"))}
+        bad_id = await client.post("/restate/lookup", json={"target": "invocation", "invocationId": "nope"})
+        assert await ingress_error(bad_id, 400) == "bad invocation id 'nope': bad format"
+        missing = await client.post("/restate/lookup", json={"service": "Counter"})
+        assert (
+            await ingress_error(missing, 500)
+            == "cannot read body: invalid lookup body: missing field `target`"
+        )
+        unknown = await client.post("/restate/attach", json={"target": "nope"})
+        assert "invalid request body: unknown variant `nope`" in await ingress_error(unknown, 500)
+        for path in ("/restate/lookup", "/restate/attach", "/restate/output"):
+            assert await ingress_error(await client.get(path), 405) == "method not allowed"
+        for action, wait in (("attach", True), ("output", False)):
+            request = asyncio.ensure_future(client.post(f"/restate/{action}", json=by_key))
+            lookup = await asyncio.wait_for(commands.lookups.get(), 5)
+            assert lookup == GetOutput(invocation_id=inv, wait=wait)
+            assert commands.results is not None
+            commands.results._deliver(
+                InvocationResult(invocation_id=inv, result=Success(value=b"7"), completed_at_ms=1)
+            )
+            r = await asyncio.wait_for(request, 5)
+            assert r.status == 200 and await r.json() == 7 and r.headers["x-restate-id"] == inv

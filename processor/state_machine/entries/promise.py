@@ -34,6 +34,7 @@ def _answer(ty: int, completion_id: int, result: Success | Failure | None) -> by
         completion_id=completion_id,
         value=result.value if isinstance(result, Success) else None,
         failure=(result.code, result.message) if isinstance(result, Failure) else None,
+        failure_metadata=result.metadata if isinstance(result, Failure) else None,
     )
 
 
@@ -72,7 +73,9 @@ def complete_promise(ctx: StepContext, status: InvocationStatus, frame: Frame, m
     which = message.WhichOneof("completion")
     if which == "completion_failure":
         f = message.completion_failure
-        promise.result = Failure(code=f.code, message=f.message)
+        promise.result = Failure(
+            code=f.code, message=f.message, metadata={m.key: m.value for m in f.metadata}
+        )
     else:
         promise.result = Success(value=message.completion_value.content)
     waiters, promise.waiters = promise.waiters, []

@@ -19,7 +19,7 @@ def _result(message: Any, value_field: str, failure_field: str) -> Success | Fai
         return Success(value=getattr(message, value_field).content)
     if which == failure_field:
         f = getattr(message, failure_field)
-        return Failure(code=f.code, message=f.message)
+        return Failure(code=f.code, message=f.message, metadata={m.key: m.value for m in f.metadata})
     return None
 
 

@@ -21,6 +21,7 @@ def apply(ctx: StepContext, cmd: CallCompleted) -> None:
         MessageType.CALL_COMPLETION_NOTIFICATION,
         completion_id=cmd.completion_id,
         failure=(result.code, result.message) if isinstance(result, Failure) else None,
+        failure_metadata=result.metadata if isinstance(result, Failure) else None,
         value=None if isinstance(result, Failure) else result.value,
     )
     notify(ctx, status, note, ident)

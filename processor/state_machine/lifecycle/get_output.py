@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from processor.state_machine.actions import SendAccepted, SendResult
 from processor.state_machine.context import StepContext
-from schemas.records import Failure, GetOutput, InvocationPhase, InvocationResult, OutputNotReady
+from processor.state_machine.lifecycle import retention
+from schemas.records import (
+    Failure,
+    GetOutput,
+    InvocationPhase,
+    InvocationResult,
+    InvocationStatus,
+    OutputNotReady,
+)
 
-RETENTION_MS = 24 * 3600 * 1000  # Restate's default retention of completed invocations
 NOT_FOUND = Failure(code=404, message="not found")
 
 
@@ -33,7 +40,7 @@ def apply(ctx: StepContext, cmd: GetOutput) -> None:
                     invocation_id=status.invocation_id,
                     result=status.result,
                     completed_at_ms=completed_at,
-                    idempotency_expires_at_ms=completed_at + RETENTION_MS,
+                    idempotency_expires_at_ms=completed_at + _kept_ms(status),
                 )
             )
         )
@@ -44,3 +51,9 @@ def apply(ctx: StepContext, cmd: GetOutput) -> None:
         status.reply_to_results = True
         status.modified_at_ms = ctx.now_ms
         ctx.txn.put_status(status)
+
+
+def _kept_ms(status: InvocationStatus) -> int:
+    """How long the result stays after completion (idempotency-expires): the key's retention for
+    an idempotency or workflow key, else the journal retention."""
+    return retention.completion_retention_ms(status) or retention.journal_retention_ms(status)

@@ -1,8 +1,9 @@
 """Retention: a completed invocation is kept for as long as its options say, then forgotten.
 
-Its journal is kept `journal_retention`; its status (result, idempotency entry, workflow
-completion) `completion_retention` for idempotent invocations and workflows, and at least as
-long as its journal. Each expiry is a durable timer in the changelog, so cleanup happens on the
+Its journal is kept `journal_retention` (capped by the completion retention of a keyed
+invocation, as in Restate); its status (result, idempotency entry, workflow completion)
+`completion_retention` for idempotent invocations and workflows, and at least as long as its
+journal. Each expiry is a durable timer in the changelog, so cleanup happens on the
 partition's owner in log order (a TimerFired command) and replay does the same; the compacted
 changelog then drops the tombstoned keys, so a partition's state stays bounded under load.
 A completed workflow's state and promises go with it: the workflow can then run again.
@@ -22,15 +23,21 @@ JOURNAL_EXPIRY = 2**31 - 2
 STATUS_EXPIRY = 2**31 - 1
 
 
+def _keyed(status: InvocationStatus) -> bool:
+    return status.idempotency_key is not None or status.target.handler_ty == HandlerType.WORKFLOW
+
+
 def journal_retention_ms(status: InvocationStatus) -> int:
+    """As Restate: for an idempotency key or a workflow key, the completion retention caps the
+    journal retention, so the key is free again when its retention ends (not a day later)."""
     value = status.options.journal_retention_ms if status.options else None
-    return DEFAULT_JOURNAL_RETENTION_MS if value is None else value
+    journal = DEFAULT_JOURNAL_RETENTION_MS if value is None else value
+    return min(journal, completion_retention_ms(status)) if _keyed(status) else journal
 
 
 def completion_retention_ms(status: InvocationStatus) -> int:
     """How long the completion itself counts: for an idempotency key or a workflow key."""
-    keyed = status.idempotency_key is not None or status.target.handler_ty == HandlerType.WORKFLOW
-    if not keyed:
+    if not _keyed(status):
         return 0
     value = status.options.completion_retention_ms if status.options else None
     return DEFAULT_COMPLETION_RETENTION_MS if value is None else value

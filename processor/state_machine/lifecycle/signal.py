@@ -23,6 +23,7 @@ def apply(ctx: StepContext, cmd: Signal) -> None:
         signal_name=cmd.signal_name if cmd.signal_id is None else None,
         value=result.value if isinstance(result, Success) else None,
         failure=(result.code, result.message) if isinstance(result, Failure) else None,
+        failure_metadata=result.metadata if isinstance(result, Failure) else None,
     )
     notify(ctx, status, note, ident)
     ctx.txn.put_status(status)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processor.state_machine import InvokeAttempt, ProduceCommand
+from processor.state_machine import InvokeAttempt, ProduceCommand, SendResult
 from schemas.ids import InvocationId
 from schemas.records import (
     AttemptEnded,
@@ -167,3 +167,28 @@ def test_calling_an_object_routes_by_its_key(sm: Harness) -> None:
     sm.apply(failure)
     note = decode_message(Frame.parse(sm.store.journal(INV)[-1].frame))
     assert (note.failure.code, note.failure.message) == (418, "no")
+
+
+def test_a_terminal_errors_metadata_reaches_the_caller_and_the_results(sm: Harness) -> None:
+    """Restate carries a TerminalError's metadata (protocol V6 Failure.metadata) from the callee's
+    output to its caller's completion and to the ingress's answer."""
+    sm.apply(invoke())
+    [child] = children(
+        sm.apply(attempt_with_calls(2000, 1, [call_frame()], [GREETER], Suspended(waiting_completions=[2])))
+    )
+    failed = pb.Failure(code=422, message="bad name")
+    failed.metadata.add(key="field", value="name")
+    frame = encode_message(MessageType.OUTPUT_COMMAND, pb.OutputCommandMessage(failure=failed))
+    callee = Harness()
+    callee.apply(Command(timestamp_ms=2000, body=child))
+    ended = attempt(2500, 1, [frame], Ended(), inv=child.invocation_id)
+    [report] = [a for a in callee.apply(ended) if isinstance(a, ProduceCommand)]
+    expected = Failure(code=422, message="bad name", metadata={"field": "name"})
+    assert isinstance(report.command.body, CallCompleted) and report.command.body.result == expected
+    sm.apply(report.command)
+    note = decode_message(Frame.parse(sm.store.journal(INV)[-1].frame))
+    assert (note.failure.code, note.failure.message) == (422, "bad name")
+    assert {m.key: m.value for m in note.failure.metadata} == {"field": "name"}
+    done = sm.apply(attempt(3000, 2, [frame], Ended()))
+    [result] = [a.result for a in done if isinstance(a, SendResult)]
+    assert result.result == expected

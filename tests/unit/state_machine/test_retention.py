@@ -10,6 +10,7 @@ from schemas.records import (
     Command,
     Ended,
     Failure,
+    GetOutput,
     HandlerType,
     InvocationOptions,
     InvocationPhase,
@@ -132,3 +133,19 @@ def test_pause_on_max_attempts_is_the_default(sm: Harness) -> None:
 def test_changelog_keys_of_the_expiry_timers_parse() -> None:
     key = changelog.timer_key(5, INV, retention.STATUS_EXPIRY)
     assert changelog.parse_key(key).index == retention.STATUS_EXPIRY
+
+
+def test_an_idempotency_keys_retention_caps_the_journal_retention(sm: Harness) -> None:
+    """Restate: "the idempotency_retention caps the maximum journal_retention", so with a short
+    idempotency retention and the default journal retention the key is free again on time."""
+    call = with_options(invoke(ts=1000), completion_retention_ms=2000)
+    call.body.idempotency_key = "k"  # type: ignore[union-attr]
+    sm.apply(call)
+    done = timers(sm.apply(attempt(2000, 1, [output(b"1")], Ended())))
+    assert list(done) == [retention.STATUS_EXPIRY]
+    assert done[retention.STATUS_EXPIRY].timer.wake_up_at_ms == 2000 + 2000
+    [answer] = sm.apply(Command(timestamp_ms=3000, body=GetOutput(invocation_id=INV, wait=False)))
+    assert isinstance(answer, SendResult) and answer.result.idempotency_expires_at_ms == 4000
+    sm.apply(fire(4000, done[retention.STATUS_EXPIRY]))
+    assert sm.store.status(INV) is None
+    assert InvokeAttempt(INV, attempt=1) in sm.apply(invoke(ts=5000))
