@@ -1,0 +1,175 @@
+"""Request bodies and results up to Restate's 32 MiB, end to end: a real broker, admin, ingress and
+processor as processes, a real Python SDK deployment (examples/python/large_bodies.py).
+
+Every hop carries the body: the ingress's Invoke record on `commands`, the input entry in the
+changelog, the journaled `ctx.run` result and the output in the processor's records, the result
+on `results` back to the ingress, HTTP/2 to the deployment and back. Over 32 MiB the ingress
+answers 413 as Restate does. An existing topic made with a smaller limit is raised at start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+from ingress_gateway.limits import REQUEST_SIZE_LIMIT
+from kafka_core.kafka import create_topics
+from schemas.settings import DEFAULT_MAX_RECORD_BYTES, Settings, topic_max_message_bytes
+from schemas.topics import Topics
+from tests.conftest import free_port
+from tests.support.cluster import SdkDeployment
+from tests.support.processes import Component
+
+pytestmark = pytest.mark.integration
+
+JSON = {"content-type": "application/json"}
+MiB = 1024 * 1024
+
+
+@dataclass
+class Stack:
+    ingress: str
+    parts: dict[str, Component]
+    client: httpx.Client
+
+    def cpu_s(self) -> dict[str, float]:
+        """User + system CPU seconds each component process has used so far (Linux /proc)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for name, part in self.parts.items():
+            assert part.proc is not None
+            fields = Path(f"/proc/{part.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    base: Path = tmp_path_factory.mktemp("large")
+    admin_port, ingress_port = free_port(), free_port()
+    env = {
+        "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KINVOKE_TOPIC_PREFIX": prefix,
+        "KINVOKE_PARTITIONS": "1",
+        "KINVOKE_ADMIN_PORT": str(admin_port),
+        "KINVOKE_INGRESS_PORT": str(ingress_port),
+        "KINVOKE_PROCESSOR_GROUP_ID": f"{prefix}-processor",
+        "KINVOKE_STATE_DIR": str(base / "state"),
+    }
+    create_topics(Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=1))
+    parts = {
+        "admin": Component("admin", env, base, admin_port),
+        "ingress": Component("ingress", env, base, ingress_port),
+        "processor": Component("processor", env, base),
+    }
+    deployment = SdkDeployment(base, app="examples.python.large_bodies:app")
+    try:
+        for c in parts.values():
+            c.start()
+        deployment.start()
+        with httpx.Client(timeout=120) as client:
+            r = client.post(f"http://127.0.0.1:{admin_port}/deployments", json={"uri": deployment.uri})
+            assert r.status_code == 201, r.text
+            deadline = time.monotonic() + 30
+            while (
+                "Big" not in client.get(f"http://127.0.0.1:{ingress_port}/restate/health").json()["services"]
+            ):
+                assert time.monotonic() < deadline, "the ingress never learnt of Big"
+                time.sleep(0.1)
+            yield Stack(f"http://127.0.0.1:{ingress_port}", parts, client)
+    finally:
+        for c in parts.values():
+            c.stop()
+        deployment.stop()
+
+
+def test_a_30_mib_body_comes_back_from_the_handler(stack: Stack) -> None:
+    """Input, output and the result on `results` each hold the 30 MiB."""
+    text = "a" * (30 * MiB - 2) + "z"  # a JSON string of 30 MiB, distinguishable at its end
+    body = json.dumps(text).encode()
+    cpu_before, started = stack.cpu_s(), time.monotonic()
+    r = stack.client.post(f"{stack.ingress}/Big/echo", content=body, headers=JSON)
+    elapsed = time.monotonic() - started
+    cpu = {k: round(v - cpu_before[k], 2) for k, v in stack.cpu_s().items()}
+    assert r.status_code == 200, r.text[:500]
+    assert len(r.content) == len(body) and r.json() == text
+    print(f"30 MiB echo: {elapsed:.2f}s wall, component CPU seconds {cpu}")
+    assert elapsed < 60
+
+
+def test_a_30_mib_side_effect_is_journaled_and_returned(stack: Stack) -> None:
+    """`ctx.run` journals the 30 MiB (a record of its own) before the handler returns it."""
+    text = "r" * (30 * MiB - 3)
+    r = stack.client.post(f"{stack.ingress}/Big/echo_run", content=json.dumps(text), headers=JSON)
+    assert r.status_code == 200, r.text[:500]
+    assert r.json() == text
+
+
+def test_a_body_at_32_mib_is_taken_and_one_byte_more_is_413(stack: Stack) -> None:
+    """Restate's limits: a content-length over 32 MiB is tower-http's plain-text 413; a chunked
+    body that grows over it is refused while read, in the ingress's JSON error shape."""
+    at_limit = json.dumps("b" * (REQUEST_SIZE_LIMIT - 2)).encode()
+    assert len(at_limit) == REQUEST_SIZE_LIMIT
+    ok = stack.client.post(f"{stack.ingress}/Big/echo", content=at_limit, headers=JSON)
+    assert ok.status_code == 200, ok.text[:500]
+    assert ok.content == at_limit
+
+    over = at_limit[:-1] + b' "'  # one byte more: still the size of a JSON string
+    refused = stack.client.post(f"{stack.ingress}/Big/echo", content=over, headers=JSON)
+    assert refused.status_code == 413
+    assert refused.text == "length limit exceeded"
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(over), MiB):
+            yield over[i : i + MiB]
+
+    chunked = stack.client.post(f"{stack.ingress}/Big/echo", content=chunks(), headers=JSON)
+    assert chunked.status_code == 413
+    assert chunked.headers["x-restate-error-source"] == "ingress"
+    assert chunked.json() == {
+        "code": 413,
+        "message": "cannot read body: LengthLimitError",
+        "source": "ingress",
+    }
+
+
+def test_an_existing_topic_with_a_smaller_record_limit_is_raised(kafka_bootstrap: str) -> None:
+    """Topics made before KINVOKE_MAX_RECORD_BYTES (or by hand, with the broker's 1 MiB) would
+    refuse large requests long after start-up: `create_topics` raises their max.message.bytes."""
+    settings = Settings(
+        bootstrap_servers=kafka_bootstrap, topic_prefix=f"t{uuid.uuid4().hex[:10]}", partitions=1
+    )
+    commands = Topics(settings.topic_prefix).commands
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    old = {"cleanup.policy": "delete", "max.message.bytes": str(1024 * 1024 + 12)}
+    admin.create_topics([NewTopic(commands, num_partitions=1, replication_factor=1, config=old)])[
+        commands
+    ].result(30)
+
+    created = create_topics(settings)
+
+    assert commands not in created and len(created) == 4
+    want = str(topic_max_message_bytes(DEFAULT_MAX_RECORD_BYTES))
+    resources = [ConfigResource(ResourceType.TOPIC, t.name) for t in Topics(settings.topic_prefix).specs(1)]
+
+    def limits() -> dict[str, str]:
+        return {
+            r.name: f.result(30)["max.message.bytes"].value
+            for r, f in admin.describe_configs(resources).items()
+        }
+
+    # The controller has committed the change when it answers; the broker applies it from the
+    # metadata log a moment later.
+    deadline = time.monotonic() + 15
+    while set(limits().values()) != {want}:
+        assert time.monotonic() < deadline, limits()
+        time.sleep(0.2)
