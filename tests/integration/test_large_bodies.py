@@ -40,6 +40,7 @@ class Stack:
     ingress: str
     parts: dict[str, Component]
     client: httpx.Client
+    env: dict[str, str]
 
     def cpu_s(self) -> dict[str, float]:
         """User + system CPU seconds each component process has used so far (Linux /proc)."""
@@ -86,7 +87,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             ):
                 assert time.monotonic() < deadline, "the ingress never learnt of Big"
                 time.sleep(0.1)
-            yield Stack(f"http://127.0.0.1:{ingress_port}", parts, client)
+            yield Stack(f"http://127.0.0.1:{ingress_port}", parts, client, env)
     finally:
         for c in parts.values():
             c.stop()
@@ -141,6 +142,35 @@ def test_a_body_at_32_mib_is_taken_and_one_byte_more_is_413(stack: Stack) -> Non
         "message": "cannot read body: LengthLimitError",
         "source": "ingress",
     }
+
+
+def test_a_body_over_the_record_limit_is_413_in_the_json_shape(stack: Stack, tmp_path: Path) -> None:
+    """An ingress whose KINVOKE_MAX_RECORD_BYTES is below the body (Restate would take it): the
+    Invoke cannot be one record, so 413 at once, not a retry or a 503."""
+    port = free_port()
+    small = Component(
+        "ingress",
+        {**stack.env, "KINVOKE_INGRESS_PORT": str(port), "KINVOKE_MAX_RECORD_BYTES": str(MiB)},
+        tmp_path,
+        port,
+    )
+    small.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while "Big" not in stack.client.get(f"{url}/restate/health").json()["services"]:
+            assert time.monotonic() < deadline, "the second ingress never learnt of Big"
+            time.sleep(0.1)
+        text = "s" * (2 * MiB)
+        r = stack.client.post(f"{url}/Big/echo", content=json.dumps(text), headers=JSON)
+        assert r.status_code == 413, r.text[:500]
+        body = r.json()
+        assert set(body) == {"code", "message", "source"} and body["code"] == 413
+        assert body["message"].startswith("cannot append") and "MSG_SIZE_TOO_LARGE" in body["message"]
+        small_ok = stack.client.post(f"{url}/Big/echo", content=json.dumps("fits"), headers=JSON)
+        assert small_ok.status_code == 200 and small_ok.json() == "fits"
+    finally:
+        small.stop()
 
 
 def test_an_existing_topic_with_a_smaller_record_limit_is_raised(kafka_bootstrap: str) -> None:

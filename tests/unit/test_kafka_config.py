@@ -365,3 +365,19 @@ def test_a_topic_kinvoke_may_not_raise_is_named_with_the_refused_size() -> None:
     assert warning["log_level"] == "warning" and warning["topic"] == "acme.commands"
     assert "records over 1048588 bytes" in warning["message"]
     assert f"max.message.bytes to {DEFAULT_MAX_RECORD_BYTES + RECORD_BATCH_OVERHEAD}" in warning["message"]
+
+
+def test_a_topic_kinvoke_may_not_describe_is_named_and_start_up_goes_on() -> None:
+    class Blind(_RefusingAdmin):
+        def describe_configs(self, resources: list[Any], **_: Any) -> dict[Any, Future[Any]]:
+            out: dict[Any, Future[Any]] = {}
+            for res in resources:
+                fut: Future[Any] = Future()
+                fut.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied")))
+                out[res] = fut
+            return out
+
+    with capture_logs() as logs:
+        assert raise_record_limits(Blind({}), Settings(topic_prefix="acme"), ["acme.commands"]) == []  # type: ignore[arg-type]
+    [warning] = [e for e in logs if e["event"] == "topics.record_limit_unknown"]
+    assert "cannot read max.message.bytes of acme.commands" in warning["message"]
