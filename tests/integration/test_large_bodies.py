@@ -55,8 +55,11 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    yield from run_stack(kafka_bootstrap, tmp_path_factory.mktemp("large"))
+
+
+def run_stack(kafka_bootstrap: str, base: Path, **processor_env: str) -> Iterator[Stack]:
     prefix = f"t{uuid.uuid4().hex[:10]}"
-    base: Path = tmp_path_factory.mktemp("large")
     admin_port, ingress_port = free_port(), free_port()
     env = {
         "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -71,7 +74,7 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     parts = {
         "admin": Component("admin", env, base, admin_port),
         "ingress": Component("ingress", env, base, ingress_port),
-        "processor": Component("processor", env, base),
+        "processor": Component("processor", {**env, **processor_env}, base),
     }
     deployment = SdkDeployment(base, app="examples.python.large_bodies:app")
     try:
@@ -226,3 +229,35 @@ def test_the_processors_memory_does_not_grow_with_each_large_call(stack: Stack) 
     for i in range(1, 9):
         echo(i)
     assert rss_mib() - first < 400, (first, rss_mib())
+
+
+def test_an_attempt_whose_output_is_over_the_record_limit_fails_with_a_clear_message(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """A processor allowing 4 MiB records, a 6 MiB output: the attempt's effect can never be
+    written, so the attempt fails (and is retried) saying why, instead of hanging on retries."""
+    small = run_stack(kafka_bootstrap, tmp_path, KINVOKE_MAX_RECORD_BYTES=str(4 * MiB))
+    stack = next(small)
+    try:
+        sent = stack.client.post(
+            f"{stack.ingress}/Big/double/send", content=json.dumps("d" * (3 * MiB)), headers=JSON
+        )
+        assert sent.status_code == 202, sent.text
+        invocation_id = sent.json()["invocationId"]
+        admin = stack.env["KINVOKE_ADMIN_PORT"]
+        sql = f"SELECT last_failure FROM sys_invocation WHERE id = '{invocation_id}'"
+        deadline, rows = time.monotonic() + 60, []
+        while not (rows and rows[0]["last_failure"]):
+            assert time.monotonic() < deadline, rows
+            time.sleep(0.5)
+            r = stack.client.post(
+                f"http://127.0.0.1:{admin}/query", json={"query": sql}, headers={"accept": "application/json"}
+            )
+            assert r.status_code == 200, r.text
+            rows = r.json()["rows"]
+        failure = rows[0]["last_failure"]
+        assert (
+            "do not fit in one Kafka record" in failure and f"KINVOKE_MAX_RECORD_BYTES={4 * MiB}" in failure
+        )
+    finally:
+        small.close()
