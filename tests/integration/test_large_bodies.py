@@ -261,3 +261,26 @@ def test_an_attempt_whose_output_is_over_the_record_limit_fails_with_a_clear_mes
         )
     finally:
         small.close()
+
+
+def test_a_30_mib_body_goes_over_http_1_1_too(stack: Stack, tmp_path: Path) -> None:
+    """A deployment registered with `use_http_11` (request-response, httpx) carries it both ways.
+    Registered as a new deployment of Big (then stopped), so it runs last."""
+    h1 = SdkDeployment(tmp_path, app="examples.python.large_bodies:app").start()
+    try:
+        admin = stack.env["KINVOKE_ADMIN_PORT"]
+        r = stack.client.post(
+            f"http://127.0.0.1:{admin}/deployments", json={"uri": h1.uri, "use_http_11": True, "force": True}
+        )
+        assert r.status_code == 201, r.text
+        dep_id = r.json()["id"]
+        deadline = time.monotonic() + 30
+        while stack.client.get(f"http://127.0.0.1:{admin}/services/Big").json()["deployment_id"] != dep_id:
+            assert time.monotonic() < deadline, "Big never moved to the HTTP/1.1 deployment"
+            time.sleep(0.1)
+        text = "h" * (30 * MiB - 2)
+        echoed = stack.client.post(f"{stack.ingress}/Big/echo_run", content=json.dumps(text), headers=JSON)
+        assert echoed.status_code == 200, echoed.text[:500]
+        assert echoed.json() == text
+    finally:
+        h1.stop()
