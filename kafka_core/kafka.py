@@ -9,9 +9,16 @@ from typing import Any
 
 import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
-from schemas.settings import Settings, redacted
+from schemas.settings import Settings, redacted, topic_max_message_bytes
 from schemas.topics import Topics, TopicSpec
 
 log = structlog.get_logger(__name__)
@@ -22,8 +29,17 @@ def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     clients, the tools): the operator's librdkafka properties (`KINVOKE_KAFKA_CONFIG_FILE`,
     `KINVOKE_KAFKA_PROPERTIES`, `KINVOKE_KAFKA_<PROPERTY>`: security, SASL, TLS, …), the bootstrap
     servers, then what the caller needs (`extra`: isolation level, idempotence, group ids), which
-    wins because kinvoke's guarantees depend on it."""
-    return {**settings.kafka_properties, "bootstrap.servers": settings.bootstrap_servers, **extra}
+    wins because kinvoke's guarantees depend on it.
+
+    `message.max.bytes` is `KINVOKE_MAX_RECORD_BYTES` for every client: the largest record a
+    producer sends (librdkafka's default, 1,000,000, is below an Invoke record of a 32 MiB body);
+    librdkafka raises a consumer's fetch.max.bytes and receive.message.max.bytes to fit it."""
+    return {
+        **settings.kafka_properties,
+        "bootstrap.servers": settings.bootstrap_servers,
+        "message.max.bytes": settings.max_record_bytes,
+        **extra,
+    }
 
 
 def describe_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -78,7 +94,68 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
                     raise
     if created:
         log.info("topics.created", topics=created)
+    raise_record_limits(admin, settings, [s.name for s in specs if s.name not in created], timeout_s)
     return created
+
+
+def raise_record_limits(
+    admin: AdminClient, settings: Settings, topics: list[str], timeout_s: float = 15.0
+) -> list[str]:
+    """Raise `max.message.bytes` of existing kinvoke topics that allow less than
+    `KINVOKE_MAX_RECORD_BYTES` needs (topics created before the setting, or by hand), so that a
+    large request is not refused by the broker long after start-up. Where kinvoke may not alter
+    them (no AlterConfigs permission), say which records will be refused."""
+    want = topic_max_message_bytes(settings.max_record_bytes)
+    if not topics:
+        return []
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    low: dict[str, int] = {}
+    for res, fut in admin.describe_configs(resources, request_timeout=timeout_s).items():
+        try:
+            entry = fut.result(timeout_s).get("max.message.bytes")
+        except KafkaException as e:  # no DescribeConfigs permission: say so, start anyway
+            log.warning(
+                "topics.record_limit_unknown",
+                topic=res.name,
+                needed=want,
+                error=str(e),
+                message=f"cannot read max.message.bytes of {res.name}: records over it will be "
+                f"refused; it needs {want} for records of KINVOKE_MAX_RECORD_BYTES",
+            )
+            continue
+        if entry is not None and entry.value is not None and int(entry.value) < want:
+            low[res.name] = int(entry.value)
+    if not low:
+        return []
+    alter = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            t,
+            incremental_configs=[
+                ConfigEntry("max.message.bytes", str(want), incremental_operation=AlterConfigOpType.SET)
+            ],
+        )
+        for t in low
+    ]
+    raised: list[str] = []
+    for res, fut in admin.incremental_alter_configs(alter, request_timeout=timeout_s).items():
+        try:
+            fut.result(timeout_s)
+            raised.append(res.name)
+        except KafkaException as e:
+            log.warning(
+                "topics.record_limit_too_low",
+                topic=res.name,
+                max_message_bytes=low[res.name],
+                needed=want,
+                error=str(e),
+                message=f"records over {low[res.name]} bytes (request bodies a little smaller) will "
+                f"be refused by {res.name}: set its max.message.bytes to {want} or lower "
+                "KINVOKE_MAX_RECORD_BYTES",
+            )
+    if raised:
+        log.info("topics.record_limit_raised", topics=raised, max_message_bytes=want)
+    return raised
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -93,6 +170,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             spec.partitions,
             {
                 **spec.config,
+                "max.message.bytes": str(topic_max_message_bytes(settings.max_record_bytes)),
                 **overrides.get("*", {}),
                 **overrides.get(spec.name.removeprefix(f"{topics.prefix}."), {}),
             },

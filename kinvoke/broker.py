@@ -31,6 +31,8 @@ from typing import IO, Protocol
 import structlog
 from confluent_kafka.admin import AdminClient
 
+from schemas.settings import DEFAULT_MAX_RECORD_BYTES, topic_max_message_bytes
+
 log = structlog.get_logger(__name__)
 
 KAFKA_VERSION = "4.4.0"  # = scripts/kafka/pom.xml and the apache/kafka image in docker-compose.yml
@@ -470,6 +472,10 @@ class KafkaBroker(_Process):
             "metadata.max.idle.interval.ms": "5000",
             # The log cleaner's dedupe buffer is on the heap (default 128 MB of the 512 MB).
             "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
+            # Records up to KINVOKE_MAX_RECORD_BYTES's default (Restate's 32 MiB bodies) on every
+            # topic, not only on kinvoke's own (they get it as a topic config): a subscription's
+            # source topic, topics created on first use.
+            "message.max.bytes": str(topic_max_message_bytes(DEFAULT_MAX_RECORD_BYTES)),
             # Topics the clients produce to are created on first use (Kafka's default, kept).
             "auto.create.topics.enable": "true",
             "num.partitions": "1",

@@ -26,7 +26,7 @@ def _fields(*names: str) -> tuple[str, ...]:
 
 
 # Every client of Kafka reads these.
-_KAFKA = ("bootstrap_servers", "topic_prefix", "kafka_*")
+_KAFKA = ("bootstrap_servers", "topic_prefix", "max_record_bytes", "kafka_*")
 _LOGS = ("log_format", "log_level")
 _LOCAL_STORES = ("state_dir", "changelog_delete_retention_ms")
 _PROCESSOR = _fields(

@@ -23,6 +23,7 @@ from schemas.records import (
     ObjectStatus,
     Promise,
     StateEntry,
+    Success,
     Timer,
 )
 
@@ -40,6 +41,18 @@ class PhaseChange(NamedTuple):
 
 Decoded = InvocationStatus | JournalEntry | None  # a written record's model, when the writer has it
 _CACHE_LIMIT = 20_000  # decoded invocations kept; the rest is read from the store when needed
+# Payload bytes (journal frames, results) the decoded copies may hold before they are dropped at
+# the next commit: with bodies up to 32 MiB, a count alone would let a few hundred invocations
+# keep gigabytes that are on disk anyway.
+CACHE_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+def _payload_bytes(value: InvocationStatus | list[JournalEntry] | None) -> int:
+    """The large parts of a cached value (approximate: the rest is small and bounded)."""
+    if isinstance(value, InvocationStatus):
+        result = value.result
+        return len(result.value) if isinstance(result, Success) else 0
+    return sum(len(e.frame) for e in value) if value else 0
 
 
 class PartitionStore(ChangelogRecords):
@@ -52,6 +65,7 @@ class PartitionStore(ChangelogRecords):
         )
         self._statuses: dict[str, InvocationStatus | None] = {}
         self._journals: dict[str, list[JournalEntry]] = {}
+        self._cached_payload = 0  # grows as copies are cached (never less than they hold)
         # Phase changes written since the last commit or rollback, for the processor's metrics
         # (the state machine mutates statuses in place, so the old phase is read from the store);
         # off unless asked for (replay and tests need no counts).
@@ -137,6 +151,7 @@ class PartitionStore(ChangelogRecords):
                 del entries[k.index :]
                 return
             entry = decoded if isinstance(decoded, JournalEntry) else JournalEntry.decode(value)
+            self._cached_payload += len(entry.frame)
             if k.index == len(entries):
                 entries.append(entry)
             elif k.index < len(entries):
@@ -172,13 +187,22 @@ class PartitionStore(ChangelogRecords):
         """After a rollback: the decoded copies may hold writes that were never committed."""
         self._statuses.clear()
         self._journals.clear()
+        self._cached_payload = 0
         self.transitions.clear()
 
-    @staticmethod
-    def _cache(table: dict[str, Any], key: str, value: Any) -> None:
+    def trim_caches(self) -> None:
+        """After a commit (no step holds a decoded copy then): drop the copies once their payloads
+        pass `CACHE_PAYLOAD_BYTES`, so large bodies do not pile up in memory."""
+        if self._cached_payload > CACHE_PAYLOAD_BYTES:
+            self._statuses.clear()
+            self._journals.clear()
+            self._cached_payload = 0
+
+    def _cache(self, table: dict[str, Any], key: str, value: Any) -> None:
         if len(table) >= _CACHE_LIMIT and key not in table:
             table.clear()
         table[key] = value
+        self._cached_payload += _payload_bytes(value)
 
 
 @dataclass

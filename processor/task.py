@@ -262,6 +262,7 @@ class PartitionTask:
             now_ms=now_ms(),
             input_offsets={self.partition: self.committed_offset},
         )
+        self.store.trim_caches()
 
     def rollback_store(self) -> None:
         """The batch was aborted: back to the last committed state."""

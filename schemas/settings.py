@@ -24,7 +24,24 @@ _SECRET = re.compile(r"password|secret|jaas|oauthbearer\.config|\.pem$|credentia
 TOPIC_KINDS = tuple(spec.name.removeprefix("_.") for spec in Topics("_").specs(1))
 # kinvoke depends on these: compaction of the changelog and the registry, retention of the log;
 # the changelog's delete.retention.ms has its own setting (local copies are checked against it).
-_FIXED_TOPIC_CONFIG = {"cleanup.policy": "*", "delete.retention.ms": "changelog"}
+_FIXED_TOPIC_CONFIG = {
+    "cleanup.policy": "*",
+    "delete.retention.ms": "changelog",
+    "max.message.bytes": "*",
+}
+# Restate takes request bodies up to 32 MiB; the Invoke record holding one also carries its
+# headers (up to 408 KiB) and the target, so the default leaves 1 MiB over the body.
+DEFAULT_MAX_RECORD_BYTES = 33 * 1024 * 1024
+# Kafka checks a topic's max.message.bytes against a whole record batch: the record plus the
+# batch's and the record's framing (tens of bytes), with room to spare.
+RECORD_BATCH_OVERHEAD = 64 * 1024
+# Client properties that KINVOKE_MAX_RECORD_BYTES sets (one setting, not two that can disagree).
+_SIZE_PROPERTIES = ("message.max.bytes",)
+
+
+def topic_max_message_bytes(max_record_bytes: int) -> int:
+    """The topic (and broker) limit that lets a record of `max_record_bytes` through."""
+    return max_record_bytes + RECORD_BATCH_OVERHEAD
 
 
 def is_secret(name: str) -> bool:
@@ -150,6 +167,14 @@ class Settings(BaseSettings):
         description="topic configs for the topics kinvoke creates, over its own, as JSON by topic name "
         'without prefix or "*" for all: {"*": {"min.insync.replicas": "2"}, "commands": '
         '{"retention.ms": "604800000"}}; cleanup.policy is kinvoke\'s',
+    )
+    max_record_bytes: int = Field(
+        default=DEFAULT_MAX_RECORD_BYTES,
+        ge=1024 * 1024,
+        description="the largest Kafka record kinvoke writes (librdkafka message.max.bytes of every "
+        "client); the topics kinvoke creates get max.message.bytes a little above it, and existing "
+        "ones with less are raised at `kinvoke topics create`/`kinvoke dev` start-up; the default takes "
+        "Restate's 32 MiB request bodies; a broker caps other topics at its message.max.bytes",
     )
     kafka_config_file: str | None = Field(
         default=None,
@@ -360,7 +385,12 @@ class Settings(BaseSettings):
             for name in config:
                 fixed = _FIXED_TOPIC_CONFIG.get(name)
                 if fixed is not None and (fixed == "*" or topic in (fixed, "*")):
-                    raise ValueError(f"{name} of {topic} is not configurable (kinvoke depends on it)")
+                    why = (
+                        "KINVOKE_MAX_RECORD_BYTES sets it"
+                        if name == "max.message.bytes"
+                        else "kinvoke depends on it"
+                    )
+                    raise ValueError(f"{name} of {topic} is not configurable ({why})")
         return value
 
     @model_validator(mode="after")
@@ -375,6 +405,9 @@ class Settings(BaseSettings):
             except OSError as e:
                 raise ValueError(f"cannot read KINVOKE_KAFKA_CONFIG_FILE {path}: {e.strerror}") from None
             props = {**parse_properties(text), **props}
+        for name in _SIZE_PROPERTIES:
+            if name in props:
+                raise ValueError(f"{name} is set by KINVOKE_MAX_RECORD_BYTES, not as a Kafka property")
         jaas = props.pop("sasl.jaas.config", None)
         if jaas is not None:
             props = {**_from_jaas(jaas), **props}

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 
 import structlog
+from confluent_kafka import KafkaError, KafkaException
 
 from kafka_core.options import invocation_options
 from kafka_core.request_identity import RequestSigner
@@ -51,6 +52,19 @@ def now_ms() -> int:
 
 
 _OUTCOMES: dict[type, str] = {Ended: "ended", Suspended: "suspended", AttemptFailed: "failed"}
+
+
+class RecordTooLarge(Exception):
+    """An attempt's effect that no broker will take: its new journal entries travel in one
+    record, over `KINVOKE_MAX_RECORD_BYTES` (or the topic's max.message.bytes)."""
+
+    def __init__(self, command: Command, limit: int, error: Exception) -> None:
+        entries = getattr(command.body, "new_entries", [])
+        super().__init__(
+            f"the attempt's new journal entries ({len(entries)}, {sum(len(e) for e in entries)} bytes) "
+            f"do not fit in one Kafka record (KINVOKE_MAX_RECORD_BYTES={limit} or the commands "
+            f"topic's max.message.bytes): {error}"
+        )
 
 
 def _attempt_done(service: str, handler: str, outcome: str, started: float) -> None:
@@ -339,7 +353,16 @@ class InvokerService:
             new_entries=list(result.new_entries),
             outcome=outcome,
         )
-        await self._append(partition, request.invocation_id, Command(timestamp_ms=now_ms(), body=effect))
+        try:
+            await self._append(partition, request.invocation_id, Command(timestamp_ms=now_ms(), body=effect))
+        except RecordTooLarge as e:
+            # Journaling nothing of the attempt fails it (retried as any failure, the journal as
+            # it was), where retrying the record forever would leave the invocation hanging.
+            log.error("attempt.record_too_large", invocation_id=request.invocation_id, error=str(e))
+            failed = effect.model_copy(
+                update={"new_entries": [], "callees": [], "outcome": AttemptFailed(code=500, message=str(e))}
+            )
+            await self._append(partition, request.invocation_id, Command(timestamp_ms=now_ms(), body=failed))
 
     async def _append(self, partition: int, invocation_id: str, command: Command) -> None:
         """Append the effect, retrying until it is written (or the partition is given up, which
@@ -352,6 +375,13 @@ class InvokerService:
                 return
             except asyncio.CancelledError:
                 raise
+            except KafkaException as e:
+                if e.args[0].code() == KafkaError.MSG_SIZE_TOO_LARGE:  # asking again would not help
+                    limit = (self._settings or Settings()).max_record_bytes
+                    raise RecordTooLarge(command, limit, e) from e
+                log.warning("attempt.effect_retry", invocation_id=invocation_id, error=str(e), in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
             except Exception as e:  # noqa: BLE001 - retried: an outcome must not be lost
                 log.warning("attempt.effect_retry", invocation_id=invocation_id, error=str(e), in_s=delay)
                 await asyncio.sleep(delay)

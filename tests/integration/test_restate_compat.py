@@ -162,12 +162,6 @@ def test_ingress_requests_are_answered_as_restate(compat: Compat) -> None:
     assert c.client.get(f"{c.ingress}/Tally//get").json() == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Kafka's record limit (1 MB by default: broker message.max.bytes, topic max.message.bytes, "
-    "librdkafka message.max.bytes) is below the 2 MiB Invoke record; the ingress answers 413 until "
-    "kafka_core and the topic configs allow records up to Restate's 32 MiB. Remove this marker then.",
-)
 def test_a_2_mib_body_reaches_the_handler(compat: Compat) -> None:
     """Restate takes bodies up to 32 MiB."""
     c = compat

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kinvoke.broker import KAFKA_VERSION
-from schemas.settings import KAFKA_ENV_PREFIX, Settings
+from schemas.settings import DEFAULT_MAX_RECORD_BYTES, KAFKA_ENV_PREFIX, Settings, topic_max_message_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 KINVOKE_SERVICES = ("admin", "ingress", "processor")
@@ -81,6 +81,12 @@ def test_kafka_keeps_its_data_and_has_an_internal_and_a_host_listener(
     assert "127.0.0.1:9094:9094" in kafka["ports"]  # the host reaches the EXTERNAL listener
     for name in KINVOKE_SERVICES + ("topics",):
         assert env(services[name])["KINVOKE_BOOTSTRAP_SERVERS"] == advertised["INTERNAL"]
+
+
+def test_the_broker_takes_records_of_restates_32_mib_bodies(services: dict[str, dict[str, Any]]) -> None:
+    """As kinvoke/broker.py: every topic, not only kinvoke's (which carry it as a topic config)."""
+    limit = topic_max_message_bytes(DEFAULT_MAX_RECORD_BYTES)
+    assert int(env(services["kafka"])["KAFKA_MESSAGE_MAX_BYTES"]) == limit
 
 
 def test_processes_restart_and_report_their_health(services: dict[str, dict[str, Any]]) -> None:

@@ -5,15 +5,32 @@ properties (a .properties file, `KINVOKE_KAFKA_PROPERTIES`, `KINVOKE_KAFKA_<PROP
 from __future__ import annotations
 
 import ast
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import ConfigEntry
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from kafka_core import kafka as kafka_mod
-from kafka_core.kafka import client_config, describe_config, producer_config, tail_consumer, topic_specs
-from schemas.settings import Settings, parse_properties, redacted
+from kafka_core.kafka import (
+    client_config,
+    describe_config,
+    producer_config,
+    raise_record_limits,
+    tail_consumer,
+    topic_specs,
+)
+from schemas.settings import (
+    DEFAULT_MAX_RECORD_BYTES,
+    RECORD_BATCH_OVERHEAD,
+    Settings,
+    parse_properties,
+    redacted,
+)
 from tests.support.fake_kafka import FakeCluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,6 +97,7 @@ def test_env_prefix_variables_become_librdkafka_properties(monkeypatch: pytest.M
         "sasl.password": SECRET,
         "ssl.ca.location": "/etc/ca.pem",
         "bootstrap.servers": "kafka-1:9093,kafka-2:9093",
+        "message.max.bytes": DEFAULT_MAX_RECORD_BYTES,
         "group.id": "g",
     }
 
@@ -252,6 +270,7 @@ def test_topic_configs_go_over_kinvokes_own() -> None:
         "retention.ms": "604800000",
         "min.insync.replicas": "2",
         "compression.type": "lz4",
+        "max.message.bytes": str(DEFAULT_MAX_RECORD_BYTES + RECORD_BATCH_OVERHEAD),
     }
     assert specs["acme.changelog"]["cleanup.policy"] == "compact"
     assert specs["acme.changelog"]["min.insync.replicas"] == "2"
@@ -274,9 +293,91 @@ def test_topic_configs_come_from_json(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"changelog": {"cleanup.policy": "delete"}}, "cleanup.policy of changelog is not configurable"),
         ({"*": {"cleanup.policy": "delete"}}, "cleanup.policy of * is not configurable"),
         ({"changelog": {"delete.retention.ms": "1"}}, "delete.retention.ms of changelog is not configurable"),
+        (
+            {"*": {"max.message.bytes": "1"}},
+            "max.message.bytes of * is not configurable (KINVOKE_MAX_RECORD_BYTES",
+        ),
     ],
 )
 def test_topic_configs_kinvoke_depends_on_are_refused(configs: dict[str, dict[str, str]], why: str) -> None:
     with pytest.raises(ValidationError) as e:
         Settings(topic_configs=configs)
     assert why in str(e.value)
+
+
+# -- record sizes ----------------------------------------------------------------------------------
+
+
+def test_one_setting_sizes_every_client_and_topic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Restate's 32 MiB bodies fit by default; KINVOKE_MAX_RECORD_BYTES moves producers, consumers
+    and the topics kinvoke creates together."""
+    assert Settings().max_record_bytes > 32 * 1024 * 1024
+    monkeypatch.setenv("KINVOKE_MAX_RECORD_BYTES", str(64 * 1024 * 1024))
+    settings = Settings()
+    assert producer_config(settings)["message.max.bytes"] == 64 * 1024 * 1024
+    assert client_config(settings, **{"group.id": "g"})["message.max.bytes"] == 64 * 1024 * 1024
+    for spec in topic_specs(settings):
+        assert spec.config["max.message.bytes"] == str(64 * 1024 * 1024 + RECORD_BATCH_OVERHEAD), spec.name
+
+
+def test_a_record_size_given_as_a_kafka_property_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two settings of one limit would disagree (a producer writing what the topics refuse)."""
+    monkeypatch.setenv("KINVOKE_KAFKA_MESSAGE_MAX_BYTES", "5000000")
+    with pytest.raises(ValidationError) as e:
+        Settings()
+    assert "message.max.bytes is set by KINVOKE_MAX_RECORD_BYTES" in str(e.value)
+
+
+class _RefusingAdmin:
+    """An admin client of a cluster whose `commands` topic allows 1 MiB records and that refuses
+    kinvoke AlterConfigs (no ACL for it)."""
+
+    def __init__(self, limits: dict[str, int]) -> None:
+        self.limits = limits
+
+    def describe_configs(self, resources: list[Any], **_: Any) -> dict[Any, Future[Any]]:
+        out: dict[Any, Future[Any]] = {}
+        for res in resources:
+            fut: Future[Any] = Future()
+            fut.set_result(
+                {"max.message.bytes": ConfigEntry("max.message.bytes", str(self.limits[res.name]))}
+            )
+            out[res] = fut
+        return out
+
+    def incremental_alter_configs(self, resources: list[Any], **_: Any) -> dict[Any, Future[Any]]:
+        out: dict[Any, Future[Any]] = {}
+        for res in resources:
+            fut: Future[Any] = Future()
+            fut.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied")))
+            out[res] = fut
+        return out
+
+
+def test_a_topic_kinvoke_may_not_raise_is_named_with_the_refused_size() -> None:
+    """A clear line at start-up instead of 413s (or failed attempts) long after it."""
+    settings = Settings(topic_prefix="acme")
+    admin = _RefusingAdmin({"acme.commands": 1048588, "acme.results": 50_000_000})
+    with capture_logs() as logs:
+        raised = raise_record_limits(admin, settings, ["acme.commands", "acme.results"])  # type: ignore[arg-type]
+    assert raised == []
+    [warning] = [e for e in logs if e["event"] == "topics.record_limit_too_low"]
+    assert warning["log_level"] == "warning" and warning["topic"] == "acme.commands"
+    assert "records over 1048588 bytes" in warning["message"]
+    assert f"max.message.bytes to {DEFAULT_MAX_RECORD_BYTES + RECORD_BATCH_OVERHEAD}" in warning["message"]
+
+
+def test_a_topic_kinvoke_may_not_describe_is_named_and_start_up_goes_on() -> None:
+    class Blind(_RefusingAdmin):
+        def describe_configs(self, resources: list[Any], **_: Any) -> dict[Any, Future[Any]]:
+            out: dict[Any, Future[Any]] = {}
+            for res in resources:
+                fut: Future[Any] = Future()
+                fut.set_exception(KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED, "denied")))
+                out[res] = fut
+            return out
+
+    with capture_logs() as logs:
+        assert raise_record_limits(Blind({}), Settings(topic_prefix="acme"), ["acme.commands"]) == []  # type: ignore[arg-type]
+    [warning] = [e for e in logs if e["event"] == "topics.record_limit_unknown"]
+    assert "cannot read max.message.bytes of acme.commands" in warning["message"]
