@@ -243,8 +243,15 @@ def test_call_and_ctx_run(kinvoke: Kinvoke) -> None:
     assert r.status_code == 200, r.text
     assert r.json() == 11  # 5 + 1 + 2 + 3, each step a journaled ctx.run
     inv = r.headers["x-restate-id"]
-    runs = [(e["entry_type"], e["name"]) for e in journal(k, inv) if e["entry_type"] == "Command: Run"]
-    assert runs == [("Command: Run", "step-1"), ("Command: Run", "step-2"), ("Command: Run", "step-3")]
+    # SQL reads the admin's changelog view, which follows the call a moment later.
+    expected = [("Command: Run", "step-1"), ("Command: Run", "step-2"), ("Command: Run", "step-3")]
+    k.until(
+        "the runs in sys_journal",
+        lambda: (
+            [(e["entry_type"], e["name"]) for e in journal(k, inv) if e["entry_type"] == "Command: Run"]
+            == expected
+        ),
+    )
 
 
 def test_durable_sleep_survives_a_restart_of_the_node_process(kinvoke: Kinvoke) -> None:
@@ -279,17 +286,20 @@ def test_virtual_object_state(kinvoke: Kinvoke) -> None:
     assert k.ok("TsCounter/bob/get") == 7
     assert k.ok("TsCounter/nobody/get") == 0
 
-    rows = k.query(
-        "SELECT service_key, key, value_utf8 FROM state WHERE service_name = 'TsCounter' "
-        "AND service_key IN ('alice', 'bob', 'nobody') ORDER BY service_key, key"
-    )
-    stored = {(r["service_key"], r["key"]): json.loads(r["value_utf8"]) for r in rows}
-    assert stored == {
+    def stored() -> dict[tuple[str, str], Any]:
+        rows = k.query(
+            "SELECT service_key, key, value_utf8 FROM state WHERE service_name = 'TsCounter' "
+            "AND service_key IN ('alice', 'bob', 'nobody') ORDER BY service_key, key"
+        )
+        return {(r["service_key"], r["key"]): json.loads(r["value_utf8"]) for r in rows}
+
+    expected = {
         ("alice", "count"): 5,
         ("alice", "history"): [2, 3],
         ("bob", "count"): 7,
         ("bob", "history"): [7],
     }
+    k.until("the objects' state in SQL", lambda: stored() == expected)
 
 
 def test_workflow_with_a_durable_promise(kinvoke: Kinvoke) -> None:
@@ -353,7 +363,12 @@ def test_errors_retries_awakeables_cancel_and_delayed_sends(kinvoke: Kinvoke) ->
     # stateKeys + clearAll: the state is gone, in the object and in SQL.
     assert k.ok("TsCounter/dave/reset") == ["count", "history"]
     assert k.ok("TsCounter/dave/get") == 0
-    assert k.query("SELECT key FROM state WHERE service_name = 'TsCounter' AND service_key = 'dave'") == []
+    k.until(
+        "the cleared state in SQL",
+        lambda: (
+            k.query("SELECT key FROM state WHERE service_name = 'TsCounter' AND service_key = 'dave'") == []
+        ),
+    )
 
 
 def test_typescript_calls_python_and_python_calls_typescript(kinvoke: Kinvoke) -> None:
@@ -363,9 +378,9 @@ def test_typescript_calls_python_and_python_calls_typescript(kinvoke: Kinvoke) -
     assert r.json() == "TypeScript got: Hello Bo from Python"
     # The call is a journaled Call command in the TypeScript invocation, targeting the Python one.
     inv = r.headers["x-restate-id"]
-    [call] = k.query(
-        f"SELECT entry_json FROM sys_journal WHERE id = '{inv}' AND entry_type = 'Command: Call'"
-    )
+    calls_sql = f"SELECT entry_json FROM sys_journal WHERE id = '{inv}' AND entry_type = 'Command: Call'"
+    k.until("the Call command in sys_journal", lambda: len(k.query(calls_sql)) == 1)
+    [call] = k.query(calls_sql)
     request = json.loads(call["entry_json"])["Command"]["Call"]["request"]
     assert request["invocation_target"] == {
         "Service": {"name": "PyBridge", "handler": "greet", "scope": None}
