@@ -171,10 +171,11 @@ def test_purge_journal_and_restart_as_new(kinvoke: Kinvoke) -> None:  # noqa: F8
     k.until(
         f"SELECT index FROM sys_journal WHERE id = '{done}'", lambda rows: rows == [], "the purged journal"
     )
-    row = k.query(f"SELECT status, journal_size, completion_result FROM sys_invocation WHERE id = '{done}'")[
-        0
-    ]
-    assert row == {"status": "completed", "journal_size": 0, "completion_result": "success"}
+    k.until(
+        f"SELECT status, journal_size, completion_result FROM sys_invocation WHERE id = '{done}'",
+        lambda rows: rows == [{"status": "completed", "journal_size": 0, "completion_result": "success"}],
+        "the purged journal's status",
+    )
     output = k.client.get(f"{k.ingress}/restate/invocation/{done}/output", timeout=30)
     assert (output.status_code, output.json()) == (200, "Hello Bo")
     assert patch(k, done, "purge-journal") == (200, None)
