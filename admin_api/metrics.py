@@ -6,11 +6,10 @@ stay bounded; requests that matched no route are `unmatched`.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 from prometheus_client import Histogram
+
+from kafka_core.observability import timed_requests
 
 REQUEST_SECONDS = Histogram(
     "kinvoke_admin_request_duration_seconds",
@@ -20,20 +19,10 @@ REQUEST_SECONDS = Histogram(
 )
 
 
-@web.middleware
-async def request_metrics(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    finally:
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        REQUEST_SECONDS.labels(request.method, route, str(status)).observe(time.perf_counter() - started)
+def _observe(request: web.Request, status: str, seconds: float) -> None:
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    REQUEST_SECONDS.labels(request.method, route, status).observe(seconds)
+
+
+request_metrics = timed_requests(_observe)

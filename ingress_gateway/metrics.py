@@ -7,11 +7,10 @@ Labels stay bounded whatever paths clients send.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable
-
 from aiohttp import web
 from prometheus_client import Histogram
+
+from kafka_core.observability import timed_requests
 
 KIND_KEY = web.RequestKey("kinvoke_request_kind", str)
 
@@ -27,19 +26,8 @@ def set_kind(request: web.Request, kind: str) -> None:
     request[KIND_KEY] = kind
 
 
-@web.middleware
-async def request_metrics(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as e:
-        status = e.status
-        raise
-    finally:
-        kind = request.get(KIND_KEY, "other")
-        REQUEST_SECONDS.labels(kind, str(status)).observe(time.perf_counter() - started)
+def _observe(request: web.Request, status: str, seconds: float) -> None:
+    REQUEST_SECONDS.labels(request.get(KIND_KEY, "other"), status).observe(seconds)
+
+
+request_metrics = timed_requests(_observe)

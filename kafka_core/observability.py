@@ -5,14 +5,40 @@ whether this process' registry view is current."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 # How long a health check waits for the registry view to reach the metadata topic's end.
 REGISTRY_CHECK_TIMEOUT_S = 2.0
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def timed_requests(observe: Callable[[web.Request, str, float], None]) -> Middleware:
+    """An aiohttp middleware calling `observe(request, status, seconds)` for every request,
+    whether it was answered, raised an HTTP error or failed (500)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            observe(request, str(status), time.perf_counter() - started)
+
+    return middleware
 
 
 async def metrics(request: web.Request) -> web.Response:
