@@ -13,8 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from kafka_core.kafka import create_topics
-from tests.support.cluster import Stack
+from tests.support.cluster import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -32,18 +31,8 @@ def stack(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path) -> Iterator[S
         processors={"p1": "state"},
         app="examples.python.services:app",
     )
-    try:
-        create_topics(stack.settings)
-        stack.deployment.start()
-        stack.admin.start(90)
-        stack.ingress.start(90)
-        stack.start_processor("p1", 90)
-        with httpx.Client(timeout=30) as client:
-            reg = client.post(f"{stack.admin_url}/deployments", json={"uri": stack.deployment.uri})
-            assert reg.status_code == 201, reg.text
+    with running_stack(stack):
         yield stack
-    finally:
-        stack.stop()
 
 
 def scrape(client: httpx.Client, url: str) -> Samples:

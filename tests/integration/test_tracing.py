@@ -16,8 +16,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from kafka_core.kafka import create_topics
-from tests.support.cluster import Stack
+from tests.support.cluster import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -82,18 +81,8 @@ def stack(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, receiver: Otl
         app="tests.support.traced_services:app",
         env_extra={"KINVOKE_TRACING_ENDPOINT": receiver.endpoint},
     )
-    try:
-        create_topics(stack.settings)
-        stack.deployment.start()
-        stack.admin.start(90)
-        stack.ingress.start(90)
-        stack.start_processor("p1", 90)
-        with httpx.Client(timeout=30) as client:
-            reg = client.post(f"{stack.admin_url}/deployments", json={"uri": stack.deployment.uri})
-            assert reg.status_code == 201, reg.text
+    with running_stack(stack):
         yield stack
-    finally:
-        stack.stop()
 
 
 def test_a_call_is_traced_from_the_ingress_request_to_the_deployment(

@@ -229,13 +229,14 @@ class Stack:
             reg = client.post(f"{self.admin_url}/deployments", json=body)
             assert reg.status_code in (200, 201), reg.text
             self.deployment_id = reg.json()["id"]
+            services = {s["name"] for s in reg.json()["services"]}
 
             def registered() -> bool:
                 try:
                     health = client.get(f"{self.ingress_url}/restate/health")
                 except httpx.HTTPError:
                     return False
-                return health.status_code == 200 and "Ledger" in health.json()["services"]
+                return health.status_code == 200 and services <= set(health.json()["services"])
 
             self.wait_until(registered, timeout_s, "the ingress to know the registered services")
 
