@@ -327,7 +327,11 @@ class KafkaBroker(_Process):
     server.properties.
     """
 
-    heap: str = "512m"
+    # Kafka's own default (kafka-server-start.sh). 512 MB was not enough: with Restate's 32 MiB
+    # bodies the old generation stayed full for tens of seconds while 30 MiB records went through
+    # (produce buffers, the log cleaner's read and write buffers), and on a slower machine the
+    # broker stopped answering.
+    heap: str = "1g"
     libs: Path = KAFKA_LIBS
     log4j2: Path = KAFKA_LOG4J2
     sasl_users: dict[str, str] = field(default_factory=dict)
@@ -470,7 +474,7 @@ class KafkaBroker(_Process):
             # KRaft appends a no-op record to the metadata log when idle (every 500 ms by
             # default) so metadata readers see progress; one node needs it far less often.
             "metadata.max.idle.interval.ms": "5000",
-            # The log cleaner's dedupe buffer is on the heap (default 128 MB of the 512 MB).
+            # The log cleaner's dedupe buffer is on the heap (default 128 MB).
             "log.cleaner.dedupe.buffer.size": str(32 * 1024 * 1024),
             # Records up to KINVOKE_MAX_RECORD_BYTES's default (Restate's 32 MiB bodies) on every
             # topic, not only on kinvoke's own (they get it as a topic config): a subscription's

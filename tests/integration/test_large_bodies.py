@@ -247,7 +247,7 @@ def test_an_attempt_whose_output_is_over_the_record_limit_fails_with_a_clear_mes
         admin = stack.env["KINVOKE_ADMIN_PORT"]
         sql = f"SELECT last_failure FROM sys_invocation WHERE id = '{invocation_id}'"
         deadline, rows = time.monotonic() + 60, []
-        while not (rows and rows[0]["last_failure"]):
+        while not (rows and rows[0].get("last_failure")):  # /query leaves out nulls, as Restate does
             assert time.monotonic() < deadline, rows
             time.sleep(0.5)
             r = stack.client.post(

@@ -52,7 +52,12 @@ class Component:
             stderr=subprocess.STDOUT,
         )
         if self.port is not None:
-            wait_for_port("127.0.0.1", self.port, timeout_s, self.proc)
+            try:
+                wait_for_port("127.0.0.1", self.port, timeout_s, self.proc)
+            except (RuntimeError, TimeoutError) as e:
+                # Fail with the reason: the process's own last lines, not only its exit code.
+                lines = [ln for ln in self.log_text().splitlines() if not ln.startswith("%")]
+                raise type(e)(f"{self.name}: {e}; its log ends with:\n" + "\n".join(lines[-40:])) from e
         return self
 
     def kill(self) -> None:
