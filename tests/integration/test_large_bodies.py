@@ -9,6 +9,7 @@ The processor does not keep the large payloads in memory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -26,7 +27,7 @@ from kafka_core.kafka import create_topics
 from schemas.settings import DEFAULT_MAX_RECORD_BYTES, Settings, topic_max_message_bytes
 from schemas.topics import Topics
 from tests.conftest import free_port
-from tests.support.cluster import SdkDeployment
+from tests.support.cluster import SdkDeployment, Stack, module_stack
 from tests.support.processes import Component
 
 pytestmark = pytest.mark.integration
@@ -36,68 +37,48 @@ MiB = 1024 * 1024
 
 
 @dataclass
-class Stack:
-    ingress: str
-    parts: dict[str, Component]
+class Large:
+    """A stack serving examples/python/large_bodies.py, with one partition and one processor."""
+
+    stack: Stack
     client: httpx.Client
-    env: dict[str, str]
+
+    @property
+    def ingress(self) -> str:
+        return self.stack.ingress_url
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.stack.env
 
     def cpu_s(self) -> dict[str, float]:
         """User + system CPU seconds each component process has used so far (Linux /proc)."""
         tick = os.sysconf("SC_CLK_TCK")
         out: dict[str, float] = {}
-        for name, part in self.parts.items():
+        for name, part in self.stack.components().items():
             assert part.proc is not None
             fields = Path(f"/proc/{part.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
             out[name] = (int(fields[11]) + int(fields[12])) / tick
         return out
 
 
+@contextlib.contextmanager
+def large_stack(kafka_bootstrap: str, base: Path, **processor_env: str) -> Iterator[Large]:
+    app = "examples.python.large_bodies:app"
+    with (
+        module_stack(kafka_bootstrap, base, app, partitions=1, processor_env=processor_env) as stack,
+        httpx.Client(timeout=120) as client,
+    ):
+        yield Large(stack, client)
+
+
 @pytest.fixture(scope="module")
-def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    yield from run_stack(kafka_bootstrap, tmp_path_factory.mktemp("large"))
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Large]:
+    with large_stack(kafka_bootstrap, tmp_path_factory.mktemp("large")) as large:
+        yield large
 
 
-def run_stack(kafka_bootstrap: str, base: Path, **processor_env: str) -> Iterator[Stack]:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    admin_port, ingress_port = free_port(), free_port()
-    env = {
-        "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KINVOKE_TOPIC_PREFIX": prefix,
-        "KINVOKE_PARTITIONS": "1",
-        "KINVOKE_ADMIN_PORT": str(admin_port),
-        "KINVOKE_INGRESS_PORT": str(ingress_port),
-        "KINVOKE_PROCESSOR_GROUP_ID": f"{prefix}-processor",
-        "KINVOKE_STATE_DIR": str(base / "state"),
-    }
-    create_topics(Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=1))
-    parts = {
-        "admin": Component("admin", env, base, admin_port),
-        "ingress": Component("ingress", env, base, ingress_port),
-        "processor": Component("processor", {**env, **processor_env}, base),
-    }
-    deployment = SdkDeployment(base, app="examples.python.large_bodies:app")
-    try:
-        for c in parts.values():
-            c.start()
-        deployment.start()
-        with httpx.Client(timeout=120) as client:
-            r = client.post(f"http://127.0.0.1:{admin_port}/deployments", json={"uri": deployment.uri})
-            assert r.status_code == 201, r.text
-            deadline = time.monotonic() + 30
-            while (
-                "Big" not in client.get(f"http://127.0.0.1:{ingress_port}/restate/health").json()["services"]
-            ):
-                assert time.monotonic() < deadline, "the ingress never learnt of Big"
-                time.sleep(0.1)
-            yield Stack(f"http://127.0.0.1:{ingress_port}", parts, client, env)
-    finally:
-        for c in parts.values():
-            c.stop()
-        deployment.stop()
-
-
-def test_a_30_mib_body_comes_back_from_the_handler(stack: Stack) -> None:
+def test_a_30_mib_body_comes_back_from_the_handler(stack: Large) -> None:
     """Input, output and the result on `results` each hold the 30 MiB."""
     text = "a" * (30 * MiB - 2) + "z"  # a JSON string of 30 MiB, distinguishable at its end
     body = json.dumps(text).encode()
@@ -111,7 +92,7 @@ def test_a_30_mib_body_comes_back_from_the_handler(stack: Stack) -> None:
     assert elapsed < 60
 
 
-def test_a_30_mib_side_effect_is_journaled_and_returned(stack: Stack) -> None:
+def test_a_30_mib_side_effect_is_journaled_and_returned(stack: Large) -> None:
     """`ctx.run` journals the 30 MiB (a record of its own) before the handler returns it."""
     text = "r" * (30 * MiB - 3)
     r = stack.client.post(f"{stack.ingress}/Big/echo_run", content=json.dumps(text), headers=JSON)
@@ -119,7 +100,7 @@ def test_a_30_mib_side_effect_is_journaled_and_returned(stack: Stack) -> None:
     assert r.json() == text
 
 
-def test_a_body_at_32_mib_is_taken_and_one_byte_more_is_413(stack: Stack) -> None:
+def test_a_body_at_32_mib_is_taken_and_one_byte_more_is_413(stack: Large) -> None:
     """Restate's limits: a content-length over 32 MiB is tower-http's plain-text 413; a chunked
     body that grows over it is refused while read, in the ingress's JSON error shape."""
     at_limit = json.dumps("b" * (REQUEST_SIZE_LIMIT - 2)).encode()
@@ -147,7 +128,7 @@ def test_a_body_at_32_mib_is_taken_and_one_byte_more_is_413(stack: Stack) -> Non
     }
 
 
-def test_a_body_over_the_record_limit_is_413_in_the_json_shape(stack: Stack, tmp_path: Path) -> None:
+def test_a_body_over_the_record_limit_is_413_in_the_json_shape(stack: Large, tmp_path: Path) -> None:
     """An ingress whose KINVOKE_MAX_RECORD_BYTES is below the body (Restate would take it): the
     Invoke cannot be one record, so 413 at once, not a retry or a 503."""
     port = free_port()
@@ -209,12 +190,12 @@ def test_an_existing_topic_with_a_smaller_record_limit_is_raised(kafka_bootstrap
         time.sleep(0.2)
 
 
-def test_the_processors_memory_does_not_grow_with_each_large_call(stack: Stack) -> None:
+def test_the_processors_memory_does_not_grow_with_each_large_call(stack: Large) -> None:
     """Decoded journals and results are dropped once they hold 64 MiB (they are on disk): before,
     each 30 MiB call kept ~120 MiB in the processor for good."""
 
     def rss_mib() -> float:
-        part = stack.parts["processor"]
+        part = stack.stack.procs["processor"]
         assert part.proc is not None
         status = Path(f"/proc/{part.proc.pid}/status").read_text()
         return int(next(ln for ln in status.splitlines() if ln.startswith("VmRSS")).split()[1]) / 1024
@@ -236,9 +217,7 @@ def test_an_attempt_whose_output_is_over_the_record_limit_fails_with_a_clear_mes
 ) -> None:
     """A processor allowing 4 MiB records, a 6 MiB output: the attempt's effect can never be
     written, so the attempt fails (and is retried) saying why, instead of hanging on retries."""
-    small = run_stack(kafka_bootstrap, tmp_path, KINVOKE_MAX_RECORD_BYTES=str(4 * MiB))
-    stack = next(small)
-    try:
+    with large_stack(kafka_bootstrap, tmp_path, KINVOKE_MAX_RECORD_BYTES=str(4 * MiB)) as stack:
         sent = stack.client.post(
             f"{stack.ingress}/Big/double/send", content=json.dumps("d" * (3 * MiB)), headers=JSON
         )
@@ -259,11 +238,9 @@ def test_an_attempt_whose_output_is_over_the_record_limit_fails_with_a_clear_mes
         assert (
             "do not fit in one Kafka record" in failure and f"KINVOKE_MAX_RECORD_BYTES={4 * MiB}" in failure
         )
-    finally:
-        small.close()
 
 
-def test_a_30_mib_body_goes_over_http_1_1_too(stack: Stack, tmp_path: Path) -> None:
+def test_a_30_mib_body_goes_over_http_1_1_too(stack: Large, tmp_path: Path) -> None:
     """A deployment registered with `use_http_11` (request-response, httpx) carries it both ways.
     Registered as a new deployment of Big (then stopped), so it runs last."""
     h1 = SdkDeployment(tmp_path, app="examples.python.large_bodies:app").start()

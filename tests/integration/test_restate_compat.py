@@ -9,20 +9,13 @@ work. Admin: registering a URI again (unchanged, changed, forced), PATCH and DEL
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
-from kafka_core.kafka import create_topics
-from schemas.settings import Settings
-from tests.conftest import free_port
-from tests.support.cluster import SdkDeployment
-from tests.support.processes import Component
+from tests.support.cluster import SdkDeployment, Stack, module_stack
 
 pytestmark = pytest.mark.integration
 
@@ -34,19 +27,23 @@ JSON = {"content-type": "application/json"}
 
 @dataclass
 class Compat:
-    admin: str
-    ingress: str
-    deployment: SdkDeployment
-    parts: dict[str, Component]
+    stack: Stack
     client: httpx.Client
 
-    def until(self, check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not check():
-            if time.monotonic() > deadline:
-                logs = "\n".join(c.log_text()[-3000:] for c in self.parts.values())
-                raise AssertionError(f"{what}: not within {timeout_s}s\n{logs}")
-            time.sleep(0.1)
+    @property
+    def admin(self) -> str:
+        return self.stack.admin_url
+
+    @property
+    def ingress(self) -> str:
+        return self.stack.ingress_url
+
+    @property
+    def deployment(self) -> SdkDeployment:
+        return self.stack.deployment
+
+    def until(self, check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+        self.stack.wait_until(check, timeout_s, what, every_s=0.1)
 
     def ingress_knows(self, *services: str, absent: tuple[str, ...] = ()) -> None:
         def known() -> bool:
@@ -88,41 +85,13 @@ def revisions(answer: dict) -> dict[str, tuple[int, list[str]]]:
 
 @pytest.fixture(scope="module")
 def compat(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compat]:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    base: Path = tmp_path_factory.mktemp("compat")
-    admin_port, ingress_port = free_port(), free_port()
-    env = {
-        "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KINVOKE_TOPIC_PREFIX": prefix,
-        "KINVOKE_PARTITIONS": str(PARTITIONS),
-        "KINVOKE_ADMIN_PORT": str(admin_port),
-        "KINVOKE_INGRESS_PORT": str(ingress_port),
-        "KINVOKE_PROCESSOR_GROUP_ID": f"{prefix}-processor",
-        "KINVOKE_STATE_DIR": str(base / "state"),
-    }
-    create_topics(Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=PARTITIONS))
-    parts = {
-        "admin": Component("admin", env, base, admin_port),
-        "ingress": Component("ingress", env, base, ingress_port),
-        "processor": Component("processor", env, base),
-    }
-    deployment = SdkDeployment(base, app=V1)
-    try:
-        for c in parts.values():
-            c.start()
-        deployment.start()
-        with httpx.Client(timeout=60) as client:
-            yield Compat(
-                f"http://127.0.0.1:{admin_port}",
-                f"http://127.0.0.1:{ingress_port}",
-                deployment,
-                parts,
-                client,
-            )
-    finally:
-        for c in parts.values():
-            c.stop()
-        deployment.stop()
+    """The deployment is not registered: the tests register it (and its changed code) themselves."""
+    base = tmp_path_factory.mktemp("compat")
+    with (
+        module_stack(kafka_bootstrap, base, V1, partitions=PARTITIONS, register=False) as stack,
+        httpx.Client(timeout=60) as client,
+    ):
+        yield Compat(stack, client)
 
 
 def test_ingress_requests_are_answered_as_restate(compat: Compat) -> None:

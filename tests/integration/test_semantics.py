@@ -13,16 +13,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
 
-from kafka_core.kafka import create_topics
-from schemas.settings import Settings
-from tests.conftest import free_port
-from tests.support.cluster import SdkDeployment
-from tests.support.processes import Component
+from tests.support.cluster import Stack, module_stack
 from tests.support.semantics_services import METADATA
 
 pytestmark = pytest.mark.integration
@@ -33,18 +28,19 @@ JSON = {"content-type": "application/json"}
 
 @dataclass
 class Env:
-    admin: str
-    ingress: str
-    parts: dict[str, Component]
+    stack: Stack
     client: httpx.Client
 
-    def until(self, check: Callable[[], bool], what: str, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not check():
-            if time.monotonic() > deadline:
-                logs = "\n".join(c.log_text()[-3000:] for c in self.parts.values())
-                raise AssertionError(f"{what}: not within {timeout_s}s\n{logs}")
-            time.sleep(0.1)
+    @property
+    def admin(self) -> str:
+        return self.stack.admin_url
+
+    @property
+    def ingress(self) -> str:
+        return self.stack.ingress_url
+
+    def until(self, check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+        self.stack.wait_until(check, timeout_s, what, every_s=0.1)
 
     def post(self, path: str, body: object, **headers: str) -> httpx.Response:
         url = f"{self.ingress}{path}"
@@ -56,44 +52,9 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    base: Path = tmp_path_factory.mktemp("semantics")
-    admin_port, ingress_port = free_port(), free_port()
-    settings = {
-        "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "KINVOKE_TOPIC_PREFIX": prefix,
-        "KINVOKE_PARTITIONS": "2",
-        "KINVOKE_ADMIN_PORT": str(admin_port),
-        "KINVOKE_INGRESS_PORT": str(ingress_port),
-        "KINVOKE_PROCESSOR_GROUP_ID": f"{prefix}-processor",
-        "KINVOKE_STATE_DIR": str(base / "state"),
-    }
-    create_topics(Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=2))
-    parts = {
-        "admin": Component("admin", settings, base, admin_port),
-        "ingress": Component("ingress", settings, base, ingress_port),
-        "processor": Component("processor", settings, base),
-    }
-    deployment = SdkDeployment(base, app=APP)
-    try:
-        for c in parts.values():
-            c.start()
-        deployment.start()
-        with httpx.Client(timeout=60) as client:
-            e = Env(f"http://127.0.0.1:{admin_port}", f"http://127.0.0.1:{ingress_port}", parts, client)
-            r = client.post(f"{e.admin}/deployments", json={"uri": deployment.uri})
-            assert r.status_code == 201, r.text
-
-            def known() -> bool:
-                names = set(client.get(f"{e.ingress}/restate/health").json()["services"])
-                return {"MetaFailing", "MetaCaller", "Tally"} <= names
-
-            e.until(known, "the ingress to know the services")
-            yield e
-    finally:
-        for c in parts.values():
-            c.stop()
-        deployment.stop()
+    base = tmp_path_factory.mktemp("semantics")
+    with module_stack(kafka_bootstrap, base, APP) as stack, httpx.Client(timeout=60) as client:
+        yield Env(stack, client)
 
 
 def test_a_terminal_errors_metadata_reaches_the_caller_and_the_ingress(env: Env) -> None:

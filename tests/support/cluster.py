@@ -144,6 +144,7 @@ class Stack:
     env_extra: dict[str, str] = field(default_factory=dict)
     app: str = LEDGER_APP
     use_http_11: bool = False  # register the deployment for HTTP/1.1 instead of HTTP/2
+    processor_env: dict[str, str] = field(default_factory=dict)  # over `env`, for processors only
 
     def __post_init__(self) -> None:
         self.admin_port, self.ingress_port = free_port(), free_port()
@@ -164,7 +165,9 @@ class Stack:
         self.ingress = Component("ingress", self.env, self._dir("ingress"), self.ingress_port)
         self.procs: dict[str, Component] = {
             name: Component(
-                "processor", {**self.env, "KINVOKE_STATE_DIR": str(self.base / state)}, self._dir(name)
+                "processor",
+                {**self.env, "KINVOKE_STATE_DIR": str(self.base / state), **self.processor_env},
+                self._dir(name),
             )
             for name, state in self.processors.items()
         }
@@ -191,14 +194,17 @@ class Stack:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self, timeout_s: float = 90.0) -> Stack:
+    def start(self, timeout_s: float = 90.0, register: bool = True) -> Stack:
+        """Topics, deployment, admin, ingress and processors up; the deployment registered unless
+        the test registers it itself."""
         create_topics(self.settings)
         self.deployment.start()
         self.admin.start(timeout_s)
         self.ingress.start(timeout_s)
         for name in self.procs:
             self.start_processor(name, timeout_s)
-        self.register()
+        if register:
+            self.register()
         return self
 
     def stop(self) -> None:
@@ -454,12 +460,31 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running_stack(stack: Stack) -> Iterator[Stack]:
+def running_stack(stack: Stack, register: bool = True) -> Iterator[Stack]:
     """`stack` started, and stopped whatever happens."""
     try:
-        yield stack.start()
+        yield stack.start(register=register)
     finally:
         stack.stop()
+
+
+@contextlib.contextmanager
+def module_stack(
+    bootstrap: str, base: Path, app: str, *, partitions: int = 2, register: bool = True, **kw: Any
+) -> Iterator[Stack]:
+    """One stack for a whole test module: its own topic prefix, one processor named "processor",
+    `app` as the deployment; `kw` are more `Stack` fields."""
+    stack = Stack(
+        bootstrap,
+        f"t{uuid.uuid4().hex[:10]}",
+        base,
+        partitions=partitions,
+        processors={"processor": "state"},
+        app=app,
+        **kw,
+    )
+    with running_stack(stack, register=register) as running:
+        yield running
 
 
 # -- the ledger workload ---------------------------------------------------------------------------
