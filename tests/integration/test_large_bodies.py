@@ -15,7 +15,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,7 +26,7 @@ from kafka_core.kafka import create_topics
 from schemas.settings import DEFAULT_MAX_RECORD_BYTES, Settings, topic_max_message_bytes
 from schemas.topics import Topics
 from tests.conftest import free_port
-from tests.support.cluster import SdkDeployment, Stack, module_stack
+from tests.support.cluster import SdkDeployment, StackClient, module_stack
 from tests.support.processes import Component
 
 pytestmark = pytest.mark.integration
@@ -36,16 +35,8 @@ JSON = {"content-type": "application/json"}
 MiB = 1024 * 1024
 
 
-@dataclass
-class Large:
+class Large(StackClient):
     """A stack serving examples/python/large_bodies.py, with one partition and one processor."""
-
-    stack: Stack
-    client: httpx.Client
-
-    @property
-    def ingress(self) -> str:
-        return self.stack.ingress_url
 
     @property
     def env(self) -> dict[str, str]:

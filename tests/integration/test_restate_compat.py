@@ -9,13 +9,12 @@ work. Admin: registering a URI again (unchanged, changed, forced), PATCH and DEL
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support.cluster import SdkDeployment, Stack, module_stack
+from tests.support.cluster import StackClient, module_stack
 
 pytestmark = pytest.mark.integration
 
@@ -25,26 +24,7 @@ V2 = "examples.python.compat_services:app_v2"
 JSON = {"content-type": "application/json"}
 
 
-@dataclass
-class Compat:
-    stack: Stack
-    client: httpx.Client
-
-    @property
-    def admin(self) -> str:
-        return self.stack.admin_url
-
-    @property
-    def ingress(self) -> str:
-        return self.stack.ingress_url
-
-    @property
-    def deployment(self) -> SdkDeployment:
-        return self.stack.deployment
-
-    def until(self, check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-        self.stack.wait_until(check, timeout_s, what, every_s=0.1)
-
+class Compat(StackClient):
     def ingress_knows(self, *services: str, absent: tuple[str, ...] = ()) -> None:
         def known() -> bool:
             names = set(self.client.get(f"{self.ingress}/restate/health").json()["services"])

@@ -6,48 +6,24 @@ forgotten after its idempotency retention, after which the same key runs again."
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 
-from tests.support.cluster import Stack, module_stack
+from tests.support.cluster import StackClient, module_stack
 from tests.support.semantics_services import METADATA
 
 pytestmark = pytest.mark.integration
 
 APP = "tests.support.semantics_services:app"
-JSON = {"content-type": "application/json"}
 
 
-@dataclass
-class Env:
-    stack: Stack
-    client: httpx.Client
-
-    @property
-    def admin(self) -> str:
-        return self.stack.admin_url
-
-    @property
-    def ingress(self) -> str:
-        return self.stack.ingress_url
-
-    def until(self, check: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-        self.stack.wait_until(check, timeout_s, what, every_s=0.1)
-
-    def post(self, path: str, body: object, **headers: str) -> httpx.Response:
-        url = f"{self.ingress}{path}"
-        return self.client.post(url, content=json.dumps(body), headers={**JSON, **headers})
-
-    def get(self, path: str, timeout: float | None = 60) -> httpx.Response:
-        return self.client.get(f"{self.ingress}{path}", timeout=timeout)
+Env = StackClient
 
 
 @pytest.fixture(scope="module")

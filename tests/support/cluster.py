@@ -487,6 +487,37 @@ def module_stack(
         yield running
 
 
+@dataclass
+class StackClient:
+    """A started stack and one HTTP client: what a module's tests share."""
+
+    stack: Stack
+    client: httpx.Client
+
+    @property
+    def admin(self) -> str:
+        return self.stack.admin_url
+
+    @property
+    def ingress(self) -> str:
+        return self.stack.ingress_url
+
+    @property
+    def deployment(self) -> SdkDeployment:
+        return self.stack.deployment
+
+    def until(self, check: Callable[[], Any], what: str, timeout_s: float = 60.0) -> None:
+        self.stack.wait_until(check, timeout_s, what, every_s=0.1)
+
+    def post(self, path: str, body: object, **headers: str) -> httpx.Response:
+        """A JSON request to the ingress."""
+        headers = {"content-type": "application/json", **headers}
+        return self.client.post(f"{self.ingress}{path}", content=json.dumps(body), headers=headers)
+
+    def get(self, path: str, timeout: float | None = 60) -> httpx.Response:
+        return self.client.get(f"{self.ingress}{path}", timeout=timeout)
+
+
 # -- the ledger workload ---------------------------------------------------------------------------
 
 
