@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -14,9 +15,19 @@ from typing import Any, cast
 import structlog
 from aiohttp import web
 
-from admin_api import discovery, introspection, invocation_ops, invocations, openapi, state, subscriptions
+from admin_api import (
+    discovery,
+    introspection,
+    invocation_ops,
+    invocations,
+    json_body,
+    openapi,
+    state,
+    subscriptions,
+)
 from admin_api.introspection import ChangelogView
 from admin_api.invocations import InvocationControl
+from admin_api.json_body import Rejection
 from admin_api.metrics import request_metrics
 from admin_api.registration import (
     Outcome,
@@ -46,7 +57,7 @@ from kafka_core.request_identity import RequestSigner, load_request_signer
 from kafka_core.supervision import Unavailable, join_problems
 from schemas.durations import parse_duration_ms
 from schemas.ids import DeploymentId, InvalidId
-from schemas.registry import SERVICE_PREFIX, SUBSCRIPTION_PREFIX, DeploymentRecord
+from schemas.registry import CLUSTER_PREFIX, SERVICE_PREFIX, SUBSCRIPTION_PREFIX, DeploymentRecord
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -74,12 +85,21 @@ def _error(status: int, message: str, restate_code: str | None = None) -> web.Re
     return _json({"message": message, "restate_code": restate_code}, status)
 
 
+def _plain(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/plain", charset="utf-8")
+
+
+_V1 = re.compile(r"^/v1(?:/|$)")  # Restate knows V1 (and refuses it); other unknown /vN are 404
+
+
 @web.middleware
 async def error_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
         return await handler(request)
+    except Rejection as e:  # axum's rejection of the body, before Restate's handler: text/plain
+        return _plain(e.status, e.render(await request.read()))
     except RegistryError as e:
         return _error(e.status, e.message, e.restate_code)
     except Unavailable as e:  # Kafka did not take a write or did not answer within its bound
@@ -87,8 +107,14 @@ async def error_middleware(
         return _error(503, str(e))
     except web.HTTPMethodNotAllowed as e:  # as Restate (axum): no body, the methods in `allow`
         return web.Response(status=405, headers={"allow": ",".join(sorted(e.allowed_methods))})
-    except web.HTTPNotFound:
-        return _error(404, f"no route for {request.method} {request.path}")
+    except web.HTTPNotFound:  # as Restate: no body; an admin API version below V2 is refused
+        if _V1.match(request.path):
+            return _plain(
+                400,
+                "Unsupported Admin API version V1. This server supports versions between "
+                f"V{API_VERSIONS[0]} and V{API_VERSIONS[-1]}.",
+            )
+        return web.Response(status=404)
     except web.HTTPException as e:
         if e.status >= 400:
             return _error(e.status, e.reason or "error")
@@ -181,11 +207,11 @@ async def _read_json(request: web.Request) -> Any:
     """axum's `Json` extractor: a JSON content-type (415 otherwise), then JSON (400 otherwise)."""
     mime = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if not (mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))):
-        raise RegistryError(415, "Expected request with `Content-Type: application/json`")
+        raise Rejection(415, "Expected request with `Content-Type: application/json`")
     try:
         return json.loads(await request.read())
     except ValueError as e:
-        raise RegistryError(400, f"Failed to parse the request body as JSON: {e}") from None
+        raise Rejection(400, f"Failed to parse the request body as JSON: {e}") from None
 
 
 def _check_uri(uri: str) -> None:
@@ -378,12 +404,7 @@ async def delete_deployment(request: web.Request) -> web.Response:
     """`DELETE /deployments/{id}`: only `?force=true` is supported (202; its services go unless
     another deployment serves them); otherwise 501, as Restate."""
     dep_id = _deployment_id(request)
-    force = request.query.get("force")
-    if force not in (None, "true", "false"):
-        raise RegistryError(
-            400, "Failed to deserialize query string: force: provided string was not `true` or `false`"
-        )
-    if force != "true":
+    if not json_body.bool_query(request.query, "force"):
         return web.Response(status=501)
     registry = _store(request).snapshot()
     dep = registry.deployment(dep_id)
@@ -422,19 +443,22 @@ _DURATION_FIELDS = {
 
 async def modify_service(request: web.Request) -> web.Response:
     """`PATCH /services/{s}`: visibility and retention/timeout options; unknown fields are ignored."""
+    body = await _read_json(request)  # axum's extractor runs first: a bad body is refused before a 404
     svc = _service(request)
-    body = await _read_json(request)
-    if not isinstance(body, dict):
-        raise RegistryError(400, "the request body must be a JSON object")
+    if not isinstance(body, dict):  # every field is optional: serde reads a sequence as no field
+        body = {}
     update: dict[str, Any] = {}
-    for field, attr in _DURATION_FIELDS.items():
-        if body.get(field) is not None:
-            try:
-                update[attr] = parse_duration_ms(str(body[field]))
-            except ValueError as e:
-                raise RegistryError(  # a field that does not deserialize: axum's 422
-                    422, f"Failed to deserialize the JSON body into the target type: {field}: {e}"
-                ) from None
+    for field, value in body.items():  # serde's order: the body's
+        if field == "public" and value is not None and not isinstance(value, bool):
+            raise json_body.invalid_type(value, "a boolean", (field,))
+        if field not in _DURATION_FIELDS or value is None:
+            continue
+        if not isinstance(value, str):
+            raise json_body.invalid_type(value, "a human-friendly duration string", (field,))
+        try:
+            update[_DURATION_FIELDS[field]] = parse_duration_ms(value)
+        except ValueError as e:
+            raise json_body.mismatch(f"{field}: {e}", (field,)) from None
     if "workflow_completion_retention_ms" in update and svc.ty != "Workflow":
         raise RegistryError(400, "workflow_completion_retention can be modified only for workflow services")
     changed = svc.model_copy(update=update, deep=True)
@@ -566,11 +590,13 @@ async def query(request: web.Request) -> web.Response:
     """`POST /query {"query": SQL}`: JSON rows when `accept` is exactly `application/json` (as
     Restate checks it), else an Arrow IPC stream. Runs off the event loop."""
     body = await _read_json(request)
-    sql = body.get("query") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        raise json_body.invalid_type(body, "struct QueryRequest", ())
+    if "query" not in body:
+        raise json_body.missing_field("query")
+    sql = body["query"]
     if not isinstance(sql, str):
-        raise RegistryError(
-            422, "Failed to deserialize the JSON body into the target type: missing field `query`"
-        )
+        raise json_body.invalid_type(sql, "a string", ("query",))
     source = _sql_source(request)
     registry = _store(request).snapshot()
     try:
@@ -622,6 +648,22 @@ async def get_kafka_cluster(request: web.Request) -> web.Response:
     if cluster is None:
         raise RegistryError(404, f"The requested Kafka cluster '{name}' does not exist")
     return _json(subscriptions.cluster_json(cluster, registry))
+
+
+async def update_kafka_cluster(request: web.Request) -> web.Response:
+    body = await _read_json(request)
+    cluster = subscriptions.updated_cluster(_store(request).snapshot(), request.match_info["cluster"], body)
+    await _store(request).write([(f"{CLUSTER_PREFIX}{cluster.name}", cluster.encode())])
+    log.info("kafka_cluster.updated", cluster=cluster.name)
+    return _json(subscriptions.cluster_json(cluster))
+
+
+async def delete_kafka_cluster(request: web.Request) -> web.Response:
+    force = bool(json_body.bool_query(request.query, "force"))
+    cluster = subscriptions.cluster_removal(_store(request).snapshot(), request.match_info["cluster"], force)
+    await _store(request).write([(f"{CLUSTER_PREFIX}{cluster.name}", None)])
+    log.info("kafka_cluster.removed", cluster=cluster.name, force=force)
+    return web.Response(status=202)
 
 
 async def create_subscription(request: web.Request) -> web.Response:
@@ -684,6 +726,8 @@ def _routes(prefix: str) -> list[web.RouteDef]:
         web.post(f"{prefix}/kafka-clusters", create_kafka_cluster),
         web.get(f"{prefix}/kafka-clusters", list_kafka_clusters),
         web.get(f"{prefix}/kafka-clusters/{{cluster}}", get_kafka_cluster),
+        web.patch(f"{prefix}/kafka-clusters/{{cluster}}", update_kafka_cluster),
+        web.delete(f"{prefix}/kafka-clusters/{{cluster}}", delete_kafka_cluster),
         web.post(f"{prefix}/subscriptions", create_subscription),
         web.get(f"{prefix}/subscriptions", list_subscriptions),
         web.get(f"{prefix}/subscriptions/{{subscription}}", get_subscription),

@@ -312,7 +312,193 @@ _TAGS = [
 ]
 
 
+# Operations of Restate 1.7.12's admin API that kinvoke does not serve (404): it has neither
+# virtual queues nor limiter rules (its `sys_vqueue*` and `sys_rules` tables stay empty).
+UNSERVED = frozenset(
+    {
+        ("put", "/limits/rules"),
+        ("post", "/limits/rules/bulk-delete"),
+        ("post", "/vqueues/{vqueue_id}/pause"),
+        ("post", "/vqueues/{vqueue_id}/resume"),
+    }
+)
+
+
+_STRING = {"type": "string"}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+
+
+def _query(name: str, description: str, schema: dict[str, Any] = _STRING) -> dict[str, Any]:
+    return {"name": name, "in": "query", "description": description, "required": False, "schema": schema}
+
+
+_ERRORS = {
+    "400": {"$ref": "#/components/responses/BadRequest"},
+    "500": {"$ref": "#/components/responses/InternalServerError"},
+}
+_KINVOKE_NOTE = " kinvoke's own: Restate 1.7.12 has no such endpoint (its CLI lists invocations with SQL)."
+# Operations kinvoke serves beyond Restate 1.7.12's (`admin_api/introspection/rest.py`).
+KINVOKE_PATHS: dict[str, Any] = {
+    "/invocations": {
+        "get": {
+            "tags": ["invocation"],
+            "summary": "List invocations",
+            "description": "Invocations oldest first (creation time, then id), filtered and paged."
+            + _KINVOKE_NOTE,
+            "operationId": "list_invocations",
+            "parameters": [
+                _query("service", "Target service names (comma-separated or repeated)."),
+                _query("handler", "Target handler names (comma-separated or repeated)."),
+                _query("key", "Virtual object / workflow keys (comma-separated or repeated)."),
+                _query("deployment", "Pinned (or last attempt's) deployment ids."),
+                _query("idempotency_key", "Idempotency keys."),
+                _query(
+                    "status",
+                    "Statuses: pending, ready, running, backing-off, suspended, completed "
+                    "(comma-separated or repeated).",
+                ),
+                _query(
+                    "created_after",
+                    "Only invocations created after this time.",
+                    {"type": "string", "format": "date-time"},
+                ),
+                _query(
+                    "created_before",
+                    "Only invocations created before this time.",
+                    {"type": "string", "format": "date-time"},
+                ),
+                _query(
+                    "limit",
+                    "Page size, 1 to 1000 (default 100).",
+                    {"type": "integer", "minimum": 1, "maximum": 1000},
+                ),
+                _query("page_token", "The `next_page_token` of the previous page."),
+            ],
+            "responses": {
+                "200": {
+                    "description": "",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ListInvocationsResponse"}
+                        }
+                    },
+                },
+                **_ERRORS,
+            },
+        }
+    },
+    "/invocations/{invocation_id}": {
+        "get": {
+            "tags": ["invocation"],
+            "summary": "Get an invocation",
+            "description": "An invocation's status, as `GET /invocations` lists it." + _KINVOKE_NOTE,
+            "operationId": "get_invocation",
+            "parameters": [
+                {
+                    "name": "invocation_id",
+                    "in": "path",
+                    "description": "Invocation identifier.",
+                    "required": True,
+                    "schema": _STRING,
+                }
+            ],
+            "responses": {
+                "200": {
+                    "description": "",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Invocation"}}},
+                },
+                "404": {"$ref": "#/components/responses/NotFound"},
+                **_ERRORS,
+            },
+        }
+    },
+}
+KINVOKE_SCHEMAS: dict[str, Any] = {
+    "Invocation": {
+        "type": "object",
+        "required": [
+            "id",
+            "target",
+            "target_service_name",
+            "target_handler_name",
+            "status",
+            "created_at",
+            "modified_at",
+            "trace_id",
+            "deployment_id",
+            "retry_count",
+        ],
+        "properties": {
+            "id": _STRING,
+            "target": _STRING,
+            "target_service_name": _STRING,
+            "target_handler_name": _STRING,
+            "target_service_key": _NULLABLE_STRING,
+            "status": {
+                "type": "string",
+                "enum": ["pending", "ready", "running", "backing-off", "suspended", "completed"],
+            },
+            "created_at": {"type": "string", "format": "date-time"},
+            "modified_at": {"type": "string", "format": "date-time"},
+            "trace_id": _STRING,
+            "deployment_id": _STRING,
+            "retry_count": {"type": "integer", "minimum": 0},
+            "last_failure": _NULLABLE_STRING,
+            "next_retry_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "ListInvocationsResponse": {
+        "type": "object",
+        "required": ["invocations"],
+        "properties": {
+            "invocations": {"type": "array", "items": {"$ref": "#/components/schemas/Invocation"}},
+            "next_page_token": _STRING,
+        },
+    },
+}
+
+
 @cache
 def admin_openapi() -> bytes:
-    """The admin API's OpenAPI document: Restate 1.7.12's (`admin_api/admin-openapi.json`)."""
-    return files("admin_api").joinpath("admin-openapi.json").read_bytes()
+    """The admin API's OpenAPI document: Restate 1.7.12's (`admin_api/admin-openapi.json`, as Restate
+    serves it) without the operations kinvoke does not serve, nor the tags and components only
+    they used, and with kinvoke's own operations; compact JSON, keys in Restate's order."""
+    doc = json.loads(files("admin_api").joinpath("admin-openapi.json").read_bytes())
+    for method, path in UNSERVED:
+        operations = doc["paths"][path]
+        del operations[method]
+        if not operations:
+            del doc["paths"][path]
+    for path, operations in KINVOKE_PATHS.items():
+        doc["paths"].setdefault(path, {}).update(operations)
+    doc["components"]["schemas"].update(KINVOKE_SCHEMAS)
+    used_tags = {tag for ops in doc["paths"].values() for op in ops.values() for tag in op.get("tags", ())}
+    doc["tags"] = [tag for tag in doc["tags"] if tag["name"] in used_tags]
+    _prune_components(doc)
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _prune_components(doc: dict[str, Any]) -> None:
+    """Drop the components no longer reachable through `$ref` from the rest of the document."""
+    components: dict[str, dict[str, Any]] = doc["components"]
+    reached: set[tuple[str, str]] = set()
+    pending = _refs({k: v for k, v in doc.items() if k != "components"})
+    while pending:
+        kind, name = pending.pop()
+        if (kind, name) in reached or name not in components.get(kind, {}):
+            continue
+        reached.add((kind, name))
+        pending |= _refs(components[kind][name])
+    for kind, named in components.items():
+        components[kind] = {name: value for name, value in named.items() if (kind, name) in reached}
+
+
+def _refs(value: Any) -> set[tuple[str, str]]:
+    if isinstance(value, dict):
+        out = {tuple(ref.split("/")[2:4]) for ref in [value.get("$ref")] if isinstance(ref, str)}
+        for item in value.values():
+            out |= _refs(item)
+        return out  # type: ignore[return-value]
+    if isinstance(value, list):
+        return set().union(*(_refs(item) for item in value)) if value else set()
+    return set()

@@ -7,7 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from admin_api.registration import RegistryError, UriKind, uri_kind
+from admin_api.json_body import Rejection, mismatch
+from admin_api.registration import UriKind, uri_kind
 from schemas.durations import friendly_duration
 from schemas.durations import rfc3339_nanos as rfc3339
 from schemas.registry import DeploymentRecord, HandlerRecord, ServiceRecord
@@ -167,12 +168,9 @@ class BodyMismatch(ValueError):
     """The JSON body does not fit the request type (axum's `JsonDataError`: 422)."""
 
 
-def body_mismatch(type_name: str) -> RegistryError:
-    return RegistryError(
-        422,
-        "Failed to deserialize the JSON body into the target type: "
-        f"data did not match any variant of untagged enum {type_name}",
-    )
+def body_mismatch(type_name: str) -> Rejection:
+    """serde's error for an untagged enum: it has no position to tell."""
+    return mismatch(f"data did not match any variant of untagged enum {type_name}", None)
 
 
 def _bool(body: dict[str, Any], name: str, *, optional: bool = False) -> bool | None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from admin_api import json_body
 from admin_api.registration import RegistryError
 from schemas.durations import rfc3339_nanos
 from schemas.ids import InvalidId, SubscriptionId
@@ -42,30 +43,80 @@ def subscription_json(s: SubscriptionRecord) -> dict[str, Any]:
     return {"id": s.id, "source": s.source, "sink": s.sink, "options": s.options}
 
 
+def _fields(body: Any, struct: str, required: dict[str, str], optional: dict[str, str]) -> dict[str, Any]:
+    """serde's reading of a flat request struct of strings and string maps (axum's 422 otherwise):
+    fields in the body's order, then the missing ones in declaration order."""
+    if not isinstance(body, dict):
+        raise json_body.invalid_type(body, f"struct {struct}", ())
+    expected = {**required, **optional}
+    for name, value in body.items():
+        if name not in expected or (value is None and name in optional):
+            continue
+        if expected[name] == "a string" and not isinstance(value, str):
+            raise json_body.invalid_type(value, "a string", (name,))
+        if expected[name] == "a map":
+            if not isinstance(value, dict):
+                raise json_body.invalid_type(value, "a map", (name,))
+            for key, item in value.items():
+                if not isinstance(item, str):
+                    raise json_body.invalid_type(item, "a string", (name, key))
+    for name in required:
+        if name not in body:
+            raise json_body.missing_field(name)
+    return body
+
+
 def new_cluster(registry: Registry, body: Any) -> KafkaClusterRecord:
-    if not (
-        isinstance(body, dict)
-        and isinstance(body.get("name"), str)
-        and isinstance(body.get("properties"), dict)
-    ):
-        raise RegistryError(400, 'expected {"name": …, "properties": {"bootstrap.servers": …}}')
-    props = {str(k): str(v) for k, v in body["properties"].items()}
-    if "bootstrap.servers" not in props and "metadata.broker.list" not in props:
-        raise RegistryError(
-            400, "the Kafka cluster properties need 'bootstrap.servers' or 'metadata.broker.list'"
-        )
+    body = _fields(body, "CreateKafkaClusterRequest", {"name": "a string", "properties": "a map"}, {})
+    props = _cluster_properties(body["name"], body["properties"])
     if body["name"] in registry.clusters:
         raise RegistryError(409, f"the Kafka cluster '{body['name']}' already exists")
     return KafkaClusterRecord(name=body["name"], properties=props, created_at_ms=int(time.time() * 1000))
 
 
-def new_subscription(registry: Registry, body: Any) -> SubscriptionRecord:
-    if not (
-        isinstance(body, dict) and isinstance(body.get("source"), str) and isinstance(body.get("sink"), str)
-    ):
+def _cluster_properties(name: str, properties: dict[str, str]) -> dict[str, str]:
+    """Restate's `validate_kafka_cluster_properties`: the brokers must be named."""
+    if "bootstrap.servers" not in properties and "metadata.broker.list" not in properties:
         raise RegistryError(
-            400, 'expected {"source": "kafka://cluster/topic", "sink": "service://Svc/handler"}'
+            400,
+            f"kafka cluster '{name}' properties must contain either 'bootstrap.servers' or "
+            "'metadata.broker.list'",
         )
+    return dict(properties)
+
+
+def updated_cluster(registry: Registry, name: str, body: Any) -> KafkaClusterRecord:
+    """`PATCH /kafka-clusters/{name}`: the properties replaced (checked before the name is looked up,
+    as Restate does)."""
+    body = _fields(body, "UpdateKafkaClusterRequest", {"properties": "a map"}, {})
+    props = _cluster_properties(name, body["properties"])
+    cluster = registry.clusters.get(name)
+    if cluster is None:
+        raise RegistryError(404, f"not found in the schema registry: kafka cluster '{name}'")
+    return cluster.model_copy(update={"properties": props})
+
+
+def cluster_removal(registry: Registry, name: str, force: bool) -> KafkaClusterRecord:
+    """`DELETE /kafka-clusters/{name}`: refused while a subscription reads from it, unless `force`
+    (the subscription is then interrupted, and stays listed, as on Restate)."""
+    cluster = registry.clusters.get(name)
+    if cluster is None:
+        raise RegistryError(404, f"not found in the schema registry: kafka cluster named '{name}'")
+    if not force:
+        for sub in registry.subscriptions.values():
+            if sub.cluster_and_topic[0] == name:
+                raise RegistryError(
+                    409,
+                    f"Removing the kafka cluster '{name}' leads to subscription '{sub.id}' being orphan. "
+                    "Remove the subscription first, or use the 'force' flag.",
+                )
+    return cluster
+
+
+def new_subscription(registry: Registry, body: Any) -> SubscriptionRecord:
+    body = _fields(
+        body, "CreateSubscriptionRequest", {"source": "a string", "sink": "a string"}, {"options": "a map"}
+    )
     source, sink = body["source"], body["sink"]
     if not source.startswith("kafka://") or "/" not in source.removeprefix("kafka://"):
         raise RegistryError(400, f"bad source '{source}': expected kafka://<cluster>/<topic>")

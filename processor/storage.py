@@ -95,12 +95,12 @@ class PartitionStore(ChangelogRecords):
         raw = self.kv.get(changelog.object_key(service, key))
         return ObjectStatus.decode(raw) if raw is not None else ObjectStatus(service=service, key=key)
 
-    def state_value(self, service: str, key: str, name: bytes) -> bytes | None:
-        raw = self.kv.get(changelog.state_key(service, key, name))
+    def state_value(self, service: str, key: str, name: bytes, scope: str | None = None) -> bytes | None:
+        raw = self.kv.get(changelog.state_key(service, key, name, scope))
         return None if raw is None else StateEntry.decode(raw).value
 
-    def state_of(self, service: str, key: str) -> dict[bytes, bytes]:
-        prefix = changelog.state_key(service, key, b"")
+    def state_of(self, service: str, key: str, scope: str | None = None) -> dict[bytes, bytes]:
+        prefix = changelog.state_key(service, key, b"", scope)
         return {(e := StateEntry.decode(v)).state_key: e.value for _, v in self.kv.scan(prefix)}
 
     def promises_of(self, service: str, key: str) -> list[Promise]:
@@ -260,13 +260,13 @@ class Transaction:
         else:
             self._write(key, obj.encode())
 
-    def set_state(self, service: str, key: str, name: bytes, value: bytes) -> None:
-        entry = StateEntry(service=service, key=key, state_key=name, value=value)
-        self._write(changelog.state_key(service, key, name), entry.encode())
+    def set_state(self, service: str, key: str, name: bytes, value: bytes, scope: str | None = None) -> None:
+        entry = StateEntry(service=service, key=key, state_key=name, value=value, scope=scope)
+        self._write(changelog.state_key(service, key, name, scope), entry.encode())
 
-    def clear_state(self, service: str, key: str, name: bytes) -> None:
-        if self.store.state_value(service, key, name) is not None:
-            self._write(changelog.state_key(service, key, name), None)
+    def clear_state(self, service: str, key: str, name: bytes, scope: str | None = None) -> None:
+        if self.store.state_value(service, key, name, scope) is not None:
+            self._write(changelog.state_key(service, key, name, scope), None)
 
     def clear_all_state(self, service: str, key: str) -> None:
         for name in sorted(self.store.state_of(service, key)):

@@ -116,9 +116,11 @@ class SubscriptionConsumer:
         self._topics = Topics(settings.topic_prefix)
         self.transactional_id = transactional_id
         cluster, self.topic = sub.cluster_and_topic
+        # What the consumer was made with: the runner restarts it when the cluster is changed.
+        self.cluster_properties = dict(metadata.registry().clusters[cluster].properties)
         props: dict[str, Any] = {
             "auto.offset.reset": "latest",
-            **metadata.registry().clusters[cluster].properties,
+            **self.cluster_properties,
             **sub.options,
         }
         # Offsets are committed by the transaction (or right after it); only committed records
@@ -384,11 +386,24 @@ class SubscriptionRunner:
             stop.wait(0.5)
 
     def _reconcile(self) -> None:
-        wanted = dict(self._metadata.registry().subscriptions)
+        """Subscriptions run while they and their Kafka cluster are registered (one orphaned by a
+        forced cluster removal is interrupted, as on Restate); a changed cluster restarts them."""
+        registry = self._metadata.registry()
+        clusters = registry.clusters
+        wanted = {
+            sub_id: sub
+            for sub_id, sub in registry.subscriptions.items()
+            if sub.cluster_and_topic[0] in clusters
+        }
         for sub_id in list(self._running):
-            if sub_id not in wanted:
+            cluster = clusters.get(self._running[sub_id].sub.cluster_and_topic[0])
+            if (
+                sub_id not in wanted
+                or cluster is None
+                or cluster.properties != self._running[sub_id].cluster_properties
+            ):
                 self._running.pop(sub_id).stop()
-                log.info("subscription.stopped", subscription=sub_id)
+                log.info("subscription.stopped", subscription=sub_id, cluster_changed=sub_id in wanted)
         now = time.monotonic()
         for sub_id, sub in wanted.items():
             if sub_id in self._running or now < self._retry_at.get(sub_id, 0.0):

@@ -18,10 +18,11 @@ def rejection(command: Command, partition: int, num_partitions: int) -> str | No
     if isinstance(body, Barrier):
         return None
     if isinstance(body, PatchState):
-        owner = partition_of(partition_key_of(body.key), num_partitions)
+        owner = partition_of(body.partition_key, num_partitions)
         if owner != partition:
+            whose = "its key's" if body.scope is None else f"its scope {body.scope!r}'s"
             return (
-                f"the state edit of {body.service}/{body.key} belongs to partition {owner} (its key's "
+                f"the state edit of {body.service}/{body.key} belongs to partition {owner} ({whose} "
                 f"partition key), not to partition {partition}: key the record with that partition key"
             )
         return None

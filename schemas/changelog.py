@@ -14,6 +14,7 @@ STATUS = "status"
 JOURNAL = "journal"
 OBJECT = "object"
 STATE = "state"
+SCOPED_STATE = "scoped_state"  # a scoped instance's state (Restate's `scope`; set by the admin API only)
 TIMER = "timer"
 PROMISE = "promise"
 
@@ -31,8 +32,10 @@ def object_key(service: str, key: str) -> str:
     return f"{OBJECT}/{service}/{quote(key, safe='')}"
 
 
-def state_key(service: str, key: str, name: bytes) -> str:
-    return f"{STATE}/{service}/{quote(key, safe='')}/{quote_from_bytes(name, safe='')}"
+def state_key(service: str, key: str, name: bytes, scope: str | None = None) -> str:
+    """`scope`: a scoped instance's entry (scopes are `[a-zA-Z0-9_.-]`: no `/` to encode)."""
+    tail = f"{service}/{quote(key, safe='')}/{quote_from_bytes(name, safe='')}"
+    return f"{STATE}/{tail}" if scope is None else f"{SCOPED_STATE}/{scope}/{tail}"
 
 
 def promise_key(service: str, key: str, name: str) -> str:
@@ -52,6 +55,7 @@ class ChangelogKey:
     service: str = ""
     key: str = ""
     state_key: bytes = b""
+    scope: str | None = None
 
 
 def parse_key(key: str) -> ChangelogKey:
@@ -71,5 +75,13 @@ def parse_key(key: str) -> ChangelogKey:
     if parts[0] == STATE and len(parts) == 4:
         return ChangelogKey(
             STATE, service=parts[1], key=unquote(parts[2]), state_key=unquote_to_bytes(parts[3])
+        )
+    if parts[0] == SCOPED_STATE and len(parts) == 5:
+        return ChangelogKey(
+            STATE,
+            service=parts[2],
+            key=unquote(parts[3]),
+            state_key=unquote_to_bytes(parts[4]),
+            scope=parts[1],
         )
     raise ValueError(f"unknown changelog key {key!r}")

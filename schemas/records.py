@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import codec
+from schemas.ids import partition_key_of
 
 _MODELS: dict[str, type[AvroModel]] = {}
 M = TypeVar("M", bound="AvroModel")
@@ -272,6 +273,12 @@ class PatchState(AvroModel):
     key: str
     version: str | None = None
     new_state: dict[str, bytes] = Field(default_factory=dict)
+    scope: str | None = None
+
+    @property
+    def partition_key(self) -> int:
+        """Restate's `ServiceId::partition_key`: a scoped instance lives on its scope's partition."""
+        return partition_key_of(self.scope if self.scope is not None else self.key)
 
 
 class InvocationOperation(StrEnum):
@@ -437,6 +444,7 @@ class StateEntry(AvroModel):
     key: str
     state_key: bytes
     value: bytes
+    scope: str | None = None
 
 
 class Timer(AvroModel):

@@ -243,7 +243,8 @@ def _load(source: Source, registry: Registry, name: str, need: Need, now_ms: int
     if name == "sys_journal":
         return [to_batch(schema, list(_journal(store, need)))]
     if name == "state":
-        found = _scan(store, _prefixes(changelog.STATE, need))
+        # Scoped instances' state (admin edits with a `scope`) is scanned whole: keyed by scope first.
+        found = _scan(store, [*_prefixes(changelog.STATE, need), f"{changelog.SCOPED_STATE}/"])
         return [to_batch(schema, [rows.state_row(StateEntry.decode(v)) for _, v in found])]
     if name == "sys_promise":
         found = _scan(store, _prefixes(changelog.PROMISE, need))

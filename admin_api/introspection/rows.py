@@ -341,8 +341,8 @@ def state_row(e: StateEntry) -> Row:
     except UnicodeDecodeError:
         utf8 = None
     return (
-        partition_key_of(e.key),
-        None,  # scope
+        partition_key_of(e.scope if e.scope is not None else e.key),
+        e.scope,
         e.service,
         e.key,
         e.state_key.decode(errors="replace"),

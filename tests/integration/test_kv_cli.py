@@ -167,3 +167,57 @@ def test_a_state_edit_waits_for_the_invocation_holding_the_lock(kinvoke: Kinvoke
         rows = k.query("select key, value_utf8 from state where service_key = 'L1' order by key")
         assert rows == [{"key": "balance", "value_utf8": "100"}, {"key": "ops", "value_utf8": "[]"}]
         assert k.client.post(f"{k.ingress}/Ledger/L1/read").json() == {"balance": 100, "ops": []}
+
+
+def test_a_scoped_state_edit_and_the_admin_error_shapes(kinvoke: Kinvoke) -> None:  # noqa: F811
+    """As Restate 1.7.12 answers them (measured side by side): an edit with a `scope` is 202 and
+    makes the scoped instance's own state (the unscoped object keeps its own); a bad scope is 500;
+    refused bodies are text/plain; an unknown path is 404 without a body; every operation of the
+    served `/openapi` is routed."""
+    k = kinvoke
+    assert k.call("Counter/scoped-k/add", 3).json() == 3
+    edit = {"object_key": "scoped-k", "new_state": {"count": list(b"7")}, "scope": "tenant-1"}
+    r = k.client.post(f"{k.admin}/services/Counter/state", json=edit)
+    assert (r.status_code, r.content) == (202, b"")
+    sql = "select scope, value_utf8 from state where service_name = 'Counter' and service_key = 'scoped-k'"
+    deadline = time.monotonic() + 30
+    while sorted((row.get("scope") or "", row["value_utf8"]) for row in k.query(sql)) != [
+        ("", "3"),
+        ("tenant-1", "7"),
+    ]:
+        assert time.monotonic() < deadline, k.query(sql)
+        time.sleep(0.2)
+    r = k.client.post(f"{k.admin}/services/Counter/state", json={**edit, "scope": "bad scope"})
+    assert r.status_code == 500
+    assert r.json() == {
+        "message": "bad scope: value contains characters outside the allowed set [a-zA-Z0-9_.-]",
+        "restate_code": None,
+    }
+    assert k.client.post(f"{k.ingress}/Counter/scoped-k/get").json() == 3  # the unscoped object
+
+    r = k.client.post(
+        f"{k.admin}/services/Counter/state",
+        content=b'{"object_key":"k1"}',
+        headers={"content-type": "application/json"},
+    )
+    assert (r.status_code, r.headers["content-type"]) == (422, "text/plain; charset=utf-8")
+    assert r.text == (
+        "Failed to deserialize the JSON body into the target type: "
+        "missing field `new_state` at line 1 column 19"
+    )
+    r = k.client.post(
+        f"{k.admin}/services/Counter/state", content=b"{}", headers={"content-type": "text/plain"}
+    )
+    assert (r.status_code, r.headers["content-type"]) == (415, "text/plain; charset=utf-8")
+    assert r.text == "Expected request with `Content-Type: application/json`"
+    r = k.client.get(f"{k.admin}/no/such/path")
+    assert (r.status_code, r.content, r.headers.get("content-type")) == (404, b"", None)
+
+    spec = k.client.get(f"{k.admin}/openapi").json()
+    assert "/vqueues/{vqueue_id}/pause" not in spec["paths"] and "/limits/rules" not in spec["paths"]
+    for path, operations in spec["paths"].items():
+        concrete = re.sub(r"\{([^}]+)\}", r"\1-1", path)
+        for method in operations:
+            if method == "get":  # safe to call: routed means anything but a bare 404 or a 405
+                r = k.client.get(f"{k.admin}{concrete}")
+                assert r.status_code != 405 and (r.status_code, r.content) != (404, b""), (path, r.text)

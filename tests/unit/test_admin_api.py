@@ -139,6 +139,13 @@ async def admin_error(response: Any, status: int) -> str:
     return str(body["message"])
 
 
+async def plain_error(response: Any, status: int) -> str:
+    """A body refused as axum's `Json` extractor refuses it on Restate: text/plain, no JSON shape."""
+    assert response.status == status, await response.text()
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    return str(await response.text())
+
+
 async def test_errors_have_restates_shape(world: World) -> None:
     client = world.client
     r = await client.get("/services/NoSuch")
@@ -154,25 +161,30 @@ async def test_errors_have_restates_shape(world: World) -> None:
     assert await admin_error(await client.get("/deployments/dp_1nope"), 400) == "Invalid URL: bad length"
     assert await admin_error(await client.get("/deployments/bogus"), 400) == "Invalid URL: bad format"
     r = await client.post("/deployments", json={"nope": 1})
-    assert await admin_error(r, 422) == (
+    assert await plain_error(r, 422) == (
         "Failed to deserialize the JSON body into the target type: "
         "data did not match any variant of untagged enum RegisterDeploymentRequest"
     )
     r = await client.post("/deployments", data=b"{not json", headers={"content-type": "application/json"})
-    assert (await admin_error(r, 400)).startswith("Failed to parse the request body as JSON: ")
+    assert (await plain_error(r, 400)).startswith("Failed to parse the request body as JSON: ")
     r = await client.post("/deployments", data=b'{"uri": "http://127.0.0.1:9080"}')
-    assert await admin_error(r, 415) == "Expected request with `Content-Type: application/json`"
+    assert await plain_error(r, 415) == "Expected request with `Content-Type: application/json`"
     r = await client.post("/deployments", json={"uri": "http://127.0.0.1:9099"})
     assert r.status == 500 and (await r.json())["restate_code"] == "META0003"
-    r = await client.get("/no/such/route")
-    assert r.status == 404 and set(await r.json()) == {"message", "restate_code"}
+    for method, path in [("GET", "/no/such/route"), ("POST", "/nope"), ("GET", "/v5/services")]:
+        r = await client.request(method, path)  # as Restate: 404 without a body or a content type
+        assert (r.status, await r.read(), r.headers.get("content-type")) == (404, b"", None), path
+    r = await client.get("/v1/services")
+    assert await plain_error(r, 400) == (
+        "Unsupported Admin API version V1. This server supports versions between V2 and V4."
+    )
     assert world.store.log == []
 
 
 async def test_bad_uris_are_refused_before_any_discovery(world: World) -> None:
     for uri in ("not a uri", "", "http://", "localhost/x"):
         r = await world.client.post("/deployments", json={"uri": uri})
-        assert (await admin_error(r, 422)).endswith("untagged enum RegisterDeploymentRequest")
+        assert (await plain_error(r, 422)).endswith("untagged enum RegisterDeploymentRequest")
     for uri in ("127.0.0.1:9080", "/just/a/path", "localhost"):
         r = await world.client.post("/deployments", json={"uri": uri})
         assert await admin_error(r, 400) == (
@@ -328,9 +340,28 @@ async def test_patch_service_changes_visibility_and_retention(client: TestClient
     assert body["idempotency_retention"] == "2h" and body["revision"] == 1
     assert (await (await client.get("/services/Greeter")).json())["public"] is False
     bad = await client.patch("/services/Greeter", json={"abort_timeout": "soon"})
-    assert (await admin_error(bad, 422)).startswith(
+    assert (await plain_error(bad, 422)).startswith(
         "Failed to deserialize the JSON body into the target type: abort_timeout: "
     )
+    # Restate 1.7.12's answers to the same bytes (measured).
+    for raw, message in [
+        ('{"public":1}', "public: invalid type: integer `1`, expected a boolean at line 1 column 11"),
+        ('{"public":"x"}', 'public: invalid type: string "x", expected a boolean at line 1 column 13'),
+        (
+            '{"idempotency_retention":5}',
+            "idempotency_retention: invalid type: integer `5`, expected a human-friendly duration string "
+            "at line 1 column 26",
+        ),
+    ]:
+        bad = await client.patch("/services/Greeter", data=raw, headers={"content-type": "application/json"})
+        assert (
+            await plain_error(bad, 422)
+            == f"Failed to deserialize the JSON body into the target type: {message}"
+        )
+    bad = await client.patch(
+        "/services/Greeter", data='{"journal_retention":"1x"}', headers={"content-type": "application/json"}
+    )
+    assert (await plain_error(bad, 422)).endswith(" at line 1 column 25")
     wf_only = await client.patch("/services/Greeter", json={"workflow_completion_retention": "1h"})
     assert wf_only.status == 400
     assert (await client.patch("/services/NoSuch", json={})).status == 404
@@ -490,7 +521,7 @@ async def test_patch_deployment(world: World) -> None:
     r = await world.client.patch(path, json={"uri": "localhost:1"})
     assert (await admin_error(r, 400)).endswith("is not absolute, only absolute URIs can be used.")
     r = await world.client.patch(path, json={"uri": URI, "overwrite": "yes"})
-    assert (await admin_error(r, 422)).endswith("untagged enum UpdateDeploymentRequest")
+    assert (await plain_error(r, 422)).endswith("untagged enum UpdateDeploymentRequest")
     unknown = "dp_17hKFvn8egjwbSFbdGUIaOt"
     r = await world.client.patch(f"/deployments/{unknown}", json={"uri": URI})
     assert await admin_error(r, 404) == f"The requested deployment '{unknown}' does not exist"
@@ -564,3 +595,68 @@ async def test_discovery_errors_are_restates() -> None:
             await discover(uri, attempts=1)
         assert (e.value.status, e.value.restate_code) == (500, "META0003")
         assert e.value.message.startswith(f"[META0003] [META0003] error when calling '{uri}/': ")
+
+
+async def test_kafka_cluster_and_subscription_bodies_that_do_not_fit_are_422(world: World) -> None:
+    """Restate 1.7.12's answers to the same bytes (measured): axum's 422 in text/plain."""
+    json_type = {"content-type": "application/json"}
+    deserialize = "Failed to deserialize the JSON body into the target type: "
+    for path, raw, message in [
+        ("/kafka-clusters", "{}", "missing field `name` at line 1 column 2"),
+        ("/subscriptions", "{}", "missing field `source` at line 1 column 2"),
+        (
+            "/kafka-clusters",
+            '{"name":"c","properties":[]}',
+            "properties: invalid type: sequence, expected a map",
+        ),
+        ("/subscriptions", '{"source":5}', "source: invalid type: integer `5`, expected a string"),
+    ]:
+        r = await world.client.post(path, data=raw, headers=json_type)
+        assert (await plain_error(r, 422)).startswith(deserialize + message), raw
+    assert world.store.log == []
+
+
+async def test_update_and_delete_a_kafka_cluster_as_restate(world: World) -> None:
+    """`PATCH` and `DELETE /kafka-clusters/{name}` with Restate 1.7.12's answers (measured)."""
+    c = world.client
+    props = {"bootstrap.servers": "127.0.0.1:1"}
+    r = await c.patch("/kafka-clusters/nope", json={"properties": props})
+    assert await admin_error(r, 404) == "not found in the schema registry: kafka cluster 'nope'"
+    r = await c.delete("/kafka-clusters/nope")
+    assert await admin_error(r, 404) == "not found in the schema registry: kafka cluster named 'nope'"
+    assert (await c.post("/kafka-clusters", json={"name": "c2", "properties": props})).status == 201
+    created = (await (await c.get("/kafka-clusters/c2")).json())["created_at"]
+
+    r = await c.patch("/kafka-clusters/c2", json={"properties": {"x": "y"}})
+    assert await admin_error(r, 400) == (
+        "kafka cluster 'c2' properties must contain either 'bootstrap.servers' or 'metadata.broker.list'"
+    )
+    new_props = {"bootstrap.servers": "127.0.0.1:2", "x": "y"}
+    r = await c.patch("/v4/kafka-clusters/c2", json={"properties": new_props})
+    assert r.status == 200
+    assert await r.json() == {"name": "c2", "properties": new_props, "created_at": created}
+    assert (await (await c.get("/kafka-clusters/c2")).json())["properties"] == new_props
+    r = await c.patch("/kafka-clusters/c2", data="{}", headers={"content-type": "application/json"})
+    assert await plain_error(r, 422) == (
+        "Failed to deserialize the JSON body into the target type: "
+        "missing field `properties` at line 1 column 2"
+    )
+
+    assert (await c.post("/deployments", json={"uri": "http://127.0.0.1:9080"})).status == 201
+    r = await c.post("/subscriptions", json={"source": "kafka://c2/t1", "sink": "service://Counter/add"})
+    sub = (await r.json())["id"]
+    for query in ("", "?force=false"):
+        r = await c.delete(f"/kafka-clusters/c2{query}")
+        assert await admin_error(r, 409) == (
+            f"Removing the kafka cluster 'c2' leads to subscription '{sub}' being orphan. "
+            "Remove the subscription first, or use the 'force' flag."
+        )
+    r = await c.delete("/kafka-clusters/c2?force=yes")
+    assert await plain_error(r, 400) == (
+        "Failed to deserialize query string: force: provided string was not `true` or `false`"
+    )
+    r = await c.delete("/kafka-clusters/c2?force=true")
+    assert (r.status, await r.read()) == (202, b"")
+    assert (await c.get("/kafka-clusters/c2")).status == 404
+    # The orphaned subscription stays listed, as on Restate (its consumer is stopped).
+    assert [s["id"] for s in (await (await c.get("/subscriptions")).json())["subscriptions"]] == [sub]

@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from admin_api import app as admin_app
-from admin_api.openapi import service_openapi
+from admin_api.openapi import admin_openapi, service_openapi
 from admin_api.registration import Discovered, RegistryError
 from admin_api.state import KafkaStateEditor
 from admin_api.store import MemoryRegistryStore
@@ -128,6 +129,80 @@ async def test_admin_openapi_is_restates_spec(client: tuple[TestClient, Recordin
         assert spec["openapi"] == "3.1.0" and spec["info"]["title"] == "Admin API"
         assert spec["info"]["version"] == "1.7.12"
         assert spec["paths"]["/services/{service}/state"]["post"]["operationId"] == "modify_service_state"
+    reference = json.loads(REFERENCE_SPEC.read_text())
+    served = json.loads(admin_openapi())
+    # Restate's spec but for what kinvoke does not serve (no vqueues, no limiter rules).
+    assert operations(reference) - operations(served) == {
+        ("PUT", "/limits/rules"),
+        ("POST", "/limits/rules/bulk-delete"),
+        ("POST", "/vqueues/{vqueue_id}/pause"),
+        ("POST", "/vqueues/{vqueue_id}/resume"),
+    }
+    # ... and with kinvoke's own GET /invocations[/{id}] (Restate 1.7.12 answers them 404 / 405).
+    assert operations(served) - operations(reference) == {
+        ("GET", "/invocations"),
+        ("GET", "/invocations/{invocation_id}"),
+    }
+    for path, ops in served["paths"].items():
+        restates = {m: op for m, op in ops.items() if (m.upper(), path) in operations(reference)}
+        assert restates == {m: op for m, op in reference["paths"].get(path, {}).items() if m in restates}
+    assert "vqueue" not in {t["name"] for t in served["tags"]}
+    assert "UpsertRuleRequest" not in served["components"]["schemas"]
+    assert json_refs(served) <= {
+        f"#/components/{kind}/{name}" for kind in served["components"] for name in served["components"][kind]
+    }
+
+
+REFERENCE_SPEC = Path("/work/shared/reference/restate-1.7.12-admin-openapi.json")
+SPEC_METHODS = ("get", "put", "post", "delete", "patch")
+# Admin routes the served spec leaves out: kinvoke's own operational endpoints, the spec itself
+# and the deprecated `PUT /deployments/{id}` (405 from v3 on), none of which Restate lists either.
+UNLISTED = {
+    ("GET", "/health/details"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi"),
+    ("PUT", "/deployments/{deployment}"),
+}
+
+
+def operations(spec: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops if m in SPEC_METHODS}
+
+
+def json_refs(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        own = {value["$ref"]} if isinstance(value.get("$ref"), str) else set()
+        return own.union(*(json_refs(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(json_refs(v) for v in value))
+    return set()
+
+
+def sample(path: str) -> str:
+    """A concrete path for a templated one (`{name}` → `name-1`)."""
+    return re.sub(r"\{([^}]+)\}", r"\1-1", path)
+
+
+async def test_the_served_spec_and_the_admin_router_agree() -> None:
+    """Every operation of `GET /openapi` reaches a handler of the admin app (not a 404/405), and
+    every admin route (but UNLISTED) is reached by an operation of the spec."""
+    app = admin_app.create_admin_app(MemoryRegistryStore(), Settings(topic_prefix="kinvoke-test"))
+    served = json.loads(admin_openapi())
+    reached: dict[tuple[str, str], Any] = {}
+    for method, path in sorted(operations(served)):
+        for prefix in ("/v2", "/v3", "/v4", ""):
+            match = await app.router.resolve(make_mocked_request(method, prefix + sample(path), app=app))
+            assert match.http_exception is None, (method, prefix + path, match.http_exception)
+        reached[(method, path)] = match.route  # the unprefixed one
+    routes = {
+        (route.method, route.resource.canonical): route
+        for route in app.router.routes()
+        if route.method != "HEAD"
+        and route.resource is not None
+        and not re.match(r"^/v\d/", route.resource.canonical)
+    }
+    unreached = {op for op, route in routes.items() if route not in reached.values()}
+    assert unreached == UNLISTED
 
 
 async def test_cluster_health(client: tuple[TestClient, RecordingEditor]) -> None:
@@ -163,40 +238,133 @@ async def test_state_edit_refusals(client: tuple[TestClient, RecordingEditor]) -
     assert await error(r, 400) == "Cannot modify state for service type Service"
     r = await c.post("/services/NoSuch/state", json={"object_key": "k", "new_state": {"a": [1]}})
     assert await error(r, 404) == "The requested service 'NoSuch' does not exist"
-    r = await c.post("/services/Counter/state", json={"object_key": "k", "new_state": {}, "scope": "s1"})
-    assert "scoped state" in await error(r, 400)
     assert editor.edits == []
     # A removed service's state may still be cleared.
     r = await c.post("/services/NoSuch/state", json={"object_key": "k", "new_state": {}})
     assert r.status == 202 and editor.edits[-1][0].service == "NoSuch"
 
 
+async def test_a_scoped_edit_is_of_the_scoped_instance(client: tuple[TestClient, RecordingEditor]) -> None:
+    """Restate 1.7.12 accepts `scope` (measured: 202, and the state table then holds the edit under
+    that scope, the unscoped object unchanged): the edit carries it to the processor."""
+    c, editor = client
+    body = {"object_key": "k1", "new_state": {"count": [55]}, "scope": "tenant-1.a_b"}
+    r = await c.post("/services/Counter/state", json=body)
+    assert (r.status, await r.read()) == (202, b"")
+    [(patch, _)] = editor.edits
+    assert patch == PatchState(service="Counter", key="k1", new_state={"count": b"7"}, scope="tenant-1.a_b")
+    r = await c.post("/services/Counter/state", json={**body, "scope": None})  # null: unscoped
+    assert r.status == 202 and editor.edits[-1][0].scope is None
+
+
+@pytest.mark.parametrize(
+    ("scope", "message"),
+    [  # Restate 1.7.12's answers (measured): its BadScope error has no status of its own, so 500
+        ("bad scope", "bad scope: value contains characters outside the allowed set [a-zA-Z0-9_.-]"),
+        ("", "bad scope: value cannot be empty"),
+        ("a" * 45, "bad scope: value too long: 45 bytes (max 36)"),
+        ("ü", "bad scope: value contains characters outside the allowed set [a-zA-Z0-9_.-]"),
+    ],
+)
+async def test_a_bad_scope_is_refused_as_restate_refuses_it(
+    client: tuple[TestClient, RecordingEditor], scope: str, message: str
+) -> None:
+    body = {"object_key": "k1", "new_state": {"count": [55]}, "scope": scope}
+    r = await client[0].post("/services/Counter/state", json=body)
+    assert await error(r, 500) == message
+    assert client[1].edits == []
+
+
+async def plain(response: Any, status: int) -> str:
+    assert response.status == status, await response.text()
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    return str(await response.text())
+
+
+# Bodies sent byte for byte as to Restate 1.7.12, and its answers (measured): axum's 422 in
+# text/plain, serde's message with the path and the position where it stopped.
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"new_state": {}}, "missing field `object_key`"),
-        ({"object_key": "k1"}, "missing field `new_state`"),
+        ('{"object_key":"k1"}', "missing field `new_state` at line 1 column 19"),
+        ('{"new_state":{}}', "missing field `object_key` at line 1 column 16"),
         (
-            {"object_key": "k1", "new_state": {"a": [256]}},
-            "new_state.a[0]: invalid value: integer `256`, expected u8",
+            '{"object_key":"k","new_state":{"a":[256]}}',
+            "new_state.a[0]: invalid value: integer `256`, expected u8 at line 1 column 39",
         ),
-        ({"object_key": "k1", "new_state": {"a": None}}, "new_state.a: invalid type, expected byte array"),
-        ({"object_key": 5, "new_state": {}}, "object_key: invalid type, expected a string"),
-        ([], "expected struct ModifyServiceStateRequest"),
+        (
+            '{"object_key":"k",\n "new_state":{"a":[-1]}}',
+            "new_state.a[0]: invalid value: integer `-1`, expected u8 at line 2 column 21",
+        ),
+        (
+            '{"object_key":"k","new_state":{"a":[true]}}',
+            "new_state.a[0]: invalid type: boolean `true`, expected u8 at line 1 column 40",
+        ),
+        (
+            '{"object_key":"ü","new_state":{"a":[1.0]}}',
+            "new_state.a[0]: invalid type: floating point `1.0`, expected u8 at line 1 column 40",
+        ),
+        (
+            '{"object_key":"k","new_state":{"a":5}}',
+            "new_state.a: invalid type: integer `5`, expected byte array at line 1 column 36",
+        ),
+        (
+            '{"object_key":"k","new_state":{"a":{}}}',
+            "new_state.a: invalid type: map, expected byte array at line 1 column 35",
+        ),
+        (
+            '{"object_key":"k","new_state":[]}',
+            "new_state: invalid type: sequence, expected a map at line 1 column 30",
+        ),
+        (
+            '{"object_key":"k","new_state":null}',
+            "new_state: invalid type: null, expected a map at line 1 column 34",
+        ),
+        (
+            '{"object_key":5,"new_state":{}}',
+            "object_key: invalid type: integer `5`, expected a string at line 1 column 15",
+        ),
+        (
+            '{"object_key":null,"new_state":{}}',
+            "object_key: invalid type: null, expected a string at line 1 column 18",
+        ),
+        (
+            '{"object_key":"k","new_state":{},"version":{}}',
+            "version: invalid type: map, expected a string at line 1 column 43",
+        ),
+        (
+            '{"object_key":"k1","new_state":{"count":[55]},"scope":5}',
+            "scope: invalid type: integer `5`, expected a string at line 1 column 55",
+        ),
+        ("5", "invalid type: integer `5`, expected struct ModifyServiceStateRequest at line 1 column 1"),
+        ('"x"', 'invalid type: string "x", expected struct ModifyServiceStateRequest at line 1 column 3'),
+        ("null", "invalid type: null, expected struct ModifyServiceStateRequest at line 1 column 4"),
     ],
 )
 async def test_state_edit_bodies_that_do_not_fit_are_422(
-    client: tuple[TestClient, RecordingEditor], body: Any, message: str
+    client: tuple[TestClient, RecordingEditor], body: str, message: str
 ) -> None:
-    r = await client[0].post("/services/Counter/state", json=body)
-    text = await error(r, 422)
-    assert text == f"Failed to deserialize the JSON body into the target type: {message}"
+    r = await client[0].post(
+        "/services/Counter/state", data=body.encode(), headers={"content-type": "application/json"}
+    )
+    assert await plain(r, 422) == f"Failed to deserialize the JSON body into the target type: {message}"
     assert client[1].edits == []
 
 
 async def test_state_edit_needs_json(client: tuple[TestClient, RecordingEditor]) -> None:
-    r = await client[0].post("/services/Counter/state", data=b"{}")
-    assert await error(r, 415) == "Expected request with `Content-Type: application/json`"
+    """Restate 1.7.12 (measured): 415 for a missing or non-JSON content type, 400 for bad JSON,
+    both in text/plain."""
+    c = client[0]
+    for headers in ({}, {"content-type": "text/plain"}):
+        r = await c.post(
+            "/services/Counter/state", data=b'{"object_key":"k1","new_state":{}}', headers=headers
+        )
+        assert await plain(r, 415) == "Expected request with `Content-Type: application/json`"
+    r = await c.post(
+        "/services/Counter/state", data=b'{"object_key":"k1"', headers={"content-type": "application/json"}
+    )
+    assert (await plain(r, 400)).startswith("Failed to parse the request body as JSON: ")
+    assert client[1].edits == []
 
 
 class FakeCommands:
@@ -215,6 +383,9 @@ async def test_the_kafka_editor_keys_the_edit_by_the_objects_partition_key() -> 
     patch = PatchState(service="Counter", key="k1", new_state={"count": b"1"})
     await KafkaStateEditor(commands).edit(patch, 1234)  # type: ignore[arg-type]
     assert commands.sent == [(partition_key_of("k1"), Command(timestamp_ms=1234, body=patch))]
+    scoped = PatchState(service="Counter", key="k1", new_state={}, scope="s1")
+    await KafkaStateEditor(commands).edit(scoped, 1234)  # type: ignore[arg-type]
+    assert commands.sent[-1] == (partition_key_of("s1"), Command(timestamp_ms=1234, body=scoped))
     with pytest.raises(RegistryError) as refused:
         await KafkaStateEditor(FakeCommands(fail=True)).edit(patch, 1234)  # type: ignore[arg-type]
     assert refused.value.status == 500 and "Failed sending state patching command" in refused.value.message

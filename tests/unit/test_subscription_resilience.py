@@ -291,3 +291,37 @@ def test_runner_restarts_its_reconcile_loop(
     finally:
         runner.stop()
     assert cluster.consumers[0].closed
+
+
+def test_runner_restarts_a_subscription_whose_cluster_changed_and_stops_an_orphan(
+    cluster: FakeCluster, metadata: FakeMetadata
+) -> None:
+    """`PATCH /kafka-clusters/{name}` takes effect on the running consumers; a forced removal of
+    the cluster interrupts its subscriptions (as on Restate) until the cluster is back."""
+    runner = SubscriptionRunner(SETTINGS, metadata, lambda: "unit-processor-p1")  # type: ignore[arg-type]
+    clusters = metadata.registry().clusters
+    try:
+        runner._reconcile()  # noqa: SLF001 - one step of the loop, deterministic
+        assert len(cluster.consumers) == 1
+        assert cluster.consumers[0].config["bootstrap.servers"] == "ext:9092"
+        runner._reconcile()  # noqa: SLF001
+        assert len(cluster.consumers) == 1 and not cluster.consumers[0].closed  # nothing changed
+
+        clusters["ext"] = clusters["ext"].model_copy(
+            update={"properties": {"bootstrap.servers": "ext2:9092"}}
+        )
+        runner._reconcile()  # noqa: SLF001
+        assert cluster.consumers[0].closed and len(cluster.consumers) == 2
+        assert cluster.consumers[1].config["bootstrap.servers"] == "ext2:9092"
+
+        saved = clusters.pop("ext")
+        runner._reconcile()  # noqa: SLF001
+        assert cluster.consumers[1].closed and len(cluster.consumers) == 2
+        runner._reconcile()  # noqa: SLF001 - no retry loop for an orphan
+        assert len(cluster.consumers) == 2
+
+        clusters["ext"] = saved
+        runner._reconcile()  # noqa: SLF001
+        assert len(cluster.consumers) == 3 and not cluster.consumers[2].closed
+    finally:
+        runner.stop()

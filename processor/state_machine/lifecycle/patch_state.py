@@ -6,6 +6,10 @@ the inbox (`ObjectStatus.pending_state`, `ahead` counting the inbox entries befo
 carrying a version is applied only while the current state hashes to that version (Restate's
 `StateMutationVersion`, which the CLI computes from the state it read); otherwise it is dropped,
 as Restate drops it: the admin API has answered 202 long before.
+
+An edit with a `scope` is of Restate's scoped instance: state of its own (next to the unscoped
+object's, on the scope's partition). Nothing else can reach a scoped instance in kinvoke (as in
+Restate without vqueues, no invocation runs on one), so no lock can hold the edit back.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ def state_version(state: dict[bytes, bytes]) -> str:
 
 
 def apply(ctx: StepContext, cmd: PatchState) -> None:
+    if cmd.scope is not None:
+        _replace_scoped_state(ctx, cmd)
+        return
     obj = ctx.txn.store.object(cmd.service, cmd.key)
     edit = PendingStateEdit(ahead=len(obj.inbox), version=cmd.version, new_state=cmd.new_state)
     if obj.locked_by is None:
@@ -52,12 +59,22 @@ def left_inbox(obj: ObjectStatus, position: int) -> None:
 
 
 def _replace_state(ctx: StepContext, obj: ObjectStatus, edit: PendingStateEdit) -> None:
-    current = ctx.txn.store.state_of(obj.service, obj.key)
-    if edit.version is not None and edit.version != state_version(current):
+    _replace(ctx, obj.service, obj.key, None, edit.version, edit.new_state)
+
+
+def _replace_scoped_state(ctx: StepContext, cmd: PatchState) -> None:
+    _replace(ctx, cmd.service, cmd.key, cmd.scope, cmd.version, cmd.new_state)
+
+
+def _replace(
+    ctx: StepContext, service: str, key: str, scope: str | None, version: str | None, state: dict[str, bytes]
+) -> None:
+    current = ctx.txn.store.state_of(service, key, scope)
+    if version is not None and version != state_version(current):
         return
-    new_state = {name.encode(): value for name, value in edit.new_state.items()}
+    new_state = {name.encode(): value for name, value in state.items()}
     for name in sorted(current):
         if name not in new_state:
-            ctx.txn.clear_state(obj.service, obj.key, name)
+            ctx.txn.clear_state(service, key, name, scope)
     for name, value in sorted(new_state.items()):
-        ctx.txn.set_state(obj.service, obj.key, name, value)
+        ctx.txn.set_state(service, key, name, value, scope)
