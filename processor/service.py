@@ -302,6 +302,10 @@ class ProcessorService:
         for state in TaskState:
             metrics.TASKS.labels(state.value).set(sum(t.state == state for t in tasks.values()))
         running = {p: t for p, t in tasks.items() if t.state == TaskState.RUNNING}
+        for task in running.values():
+            assert task.store is not None
+            if task.store.backing_off:  # a retry may have come due: backing-off becomes running
+                self._publish_counts(task)
         if not running:
             return
         try:
@@ -315,6 +319,13 @@ class ProcessorService:
                     metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - position))
         except KafkaException as e:
             log.debug("processor.lag_unknown", error=describe(e))
+
+    @staticmethod
+    def _publish_counts(task: PartitionTask) -> None:
+        """The partition's invocations by status and target, as committed (read from counts the
+        store keeps at each write: no scan of the invocations)."""
+        assert task.store is not None
+        metrics.INVOCATIONS_BY_STATE.update(task.partition, task.store.invocation_counts(now_ms()))
 
     def _poll_timeout_s(self) -> float:
         if self.tasks.restoring() or any(t.recovery_pending for t in self.tasks.running().values()):
@@ -396,6 +407,8 @@ class ProcessorService:
             assert task.store is not None
             changes = task.store.take_transitions()
             metrics.count_transitions(changes)
+            if task.store.counts_changed:
+                self._publish_counts(task)
             if self.tracing.enabled:
                 self._trace_completions(task, changes)
         log.debug("processor.committed", partitions=len(batch), records=records, ms=round(elapsed * 1000, 2))
@@ -515,6 +528,7 @@ class ProcessorService:
             return
         task.mark_running()
         metrics.RESTORE_SECONDS.labels(str(task.partition)).set(task.restore_ms / 1000)
+        self._publish_counts(task)
         if self.settings.recovery_barrier:
             # Emulator workaround (kept only for `--broker local`): its consumer position does not
             # advance past an aborted batch at a partition's end, so "caught up" is detected by
