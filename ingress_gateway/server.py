@@ -32,6 +32,7 @@ from ingress_gateway.paths import (
 from ingress_gateway.targets import ResolvedTarget, UnknownTarget, known_service_type, resolve_target
 from kafka_core import observability, supervision
 from kafka_core.commands import CommandClient
+from kafka_core.kafka import check_record_limits_in_background
 from kafka_core.metadata import MetadataView
 from kafka_core.observability import health_report
 from kafka_core.options import invocation_options
@@ -58,6 +59,7 @@ from schemas.records import (
 )
 from schemas.registry import Registry
 from schemas.settings import Settings
+from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -548,6 +550,8 @@ def run_ingress(settings: Settings) -> int:
     is also what stopped the server)."""
     metadata = MetadataView(settings).start()
     ingress = Ingress(settings, metadata)
+    # Its Invoke records carry request bodies: a `commands` topic made elsewhere may refuse them.
+    check_record_limits_in_background(settings, [Topics(settings.topic_prefix).commands])
     log.info("ingress.listening", host=settings.ingress_host, port=settings.ingress_port)
     try:
         web.run_app(ingress.app(), host=settings.ingress_host, port=settings.ingress_port, print=None)

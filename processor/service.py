@@ -28,7 +28,12 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from kafka_core.errors import Disposition, classify, describe
-from kafka_core.kafka import client_config, poll_batch, producer_config
+from kafka_core.kafka import (
+    check_record_limits_in_background,
+    client_config,
+    poll_batch,
+    producer_config,
+)
 from kafka_core.metadata import MetadataView
 from kafka_core.request_identity import load_request_signer
 from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal, join_problems
@@ -695,6 +700,11 @@ def _next_offset(msgs: list[Message]) -> int:
 
 def run_processor(settings: Settings) -> int:
     service = ProcessorService(settings)
+    # The topics it writes records of up to KINVOKE_MAX_RECORD_BYTES to, when someone else made them.
+    topics = Topics(settings.topic_prefix)
+    check_record_limits_in_background(
+        settings, [topics.commands, topics.changelog, topics.results, topics.commands_dlq]
+    )
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
     signal.signal(signal.SIGINT, lambda *_: service.stop())
     return service.run()
