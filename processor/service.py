@@ -633,12 +633,17 @@ class ProcessorService:
     # -- tracing --------------------------------------------------------------------------------
 
     def _traceparent(self, task: PartitionTask, invocation_id: str) -> str | None:
-        """The caller's `traceparent`, from the invocation's input headers (journal entry 0)."""
+        """The `traceparent` of the invocation span's parent: the ingress request's span (the
+        status' span_context), else the caller's, from the input headers (journal entry 0: an
+        invocation produced directly, or by an ingress without tracing)."""
         if invocation_id in self._traceparents:
             return self._traceparents[invocation_id]
         assert task.store is not None
-        journal = task.store.journal(invocation_id)
-        found = input_traceparent(journal[0].frame) if journal else None
+        status = task.store.status(invocation_id)
+        found = status.span_context if status is not None else None
+        if found is None:
+            journal = task.store.journal(invocation_id)
+            found = input_traceparent(journal[0].frame) if journal else None
         if len(self._traceparents) >= TRACEPARENTS_KEPT:
             self._traceparents.clear()
         self._traceparents[invocation_id] = found
