@@ -30,8 +30,10 @@ from ingress_gateway.paths import (
     target_from_body,
 )
 from ingress_gateway.targets import ResolvedTarget, UnknownTarget, known_service_type, resolve_target
+from ingress_gateway.tracing import IngressTracing
 from kafka_core import observability, supervision
 from kafka_core.commands import CommandClient
+from kafka_core.kafka import check_record_limits_in_background
 from kafka_core.metadata import MetadataView
 from kafka_core.observability import health_report
 from kafka_core.options import invocation_options
@@ -58,6 +60,7 @@ from schemas.records import (
 )
 from schemas.registry import Registry
 from schemas.settings import Settings
+from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
 _T = TypeVar("_T")
@@ -106,8 +109,10 @@ class Ingress:
         commands: CommandClient | None = None,
         answer_timeout_s: float = ANSWER_TIMEOUT_S,
         call_timeout_s: float | None = CALL_TIMEOUT_S,
+        tracing: IngressTracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing or IngressTracing(settings)
         self.metadata = metadata
         self.commands = commands or CommandClient(settings)
         self.answer_timeout_s = answer_timeout_s
@@ -135,6 +140,7 @@ class Ingress:
         app.on_startup.append(lambda _app: self.start())
         app.on_shutdown.append(lambda _app: self._release_waiters())
         app.on_cleanup.append(lambda _app: self.stop())
+        app.on_cleanup.append(lambda _app: asyncio.to_thread(self.tracing.shutdown))
         return app
 
     async def _release_waiters(self) -> None:
@@ -329,6 +335,7 @@ class Ingress:
     async def invoke(self, request: web.Request, path: InvocationPath, normalized: str) -> web.StreamResponse:
         """A call or a send, checked in Restate's order: target, idempotency key, method, body
         size, input rules, delay, headers."""
+        started_ns = time.time_ns()
         query = request.raw_path.partition("?")[2]
         try:
             target = await self._look_up(lambda registry: resolve_target(registry, path))
@@ -359,6 +366,14 @@ class Ingress:
         execute_at_ms = now + delay_ms if delay_ms else None
         invocation_id = self._new_invocation_id(target, idempotency_key)
         inv = str(invocation_id)
+        # Started no later than the invocation (its span starts at the Invoke's timestamp).
+        span, span_context = self.tracing.start_request(
+            request.headers,
+            request.method,
+            f"{target.service}/{target.handler}",
+            inv,
+            min(started_ns, now * 1_000_000),
+        )
         cmd = Invoke(
             invocation_id=inv,
             target=InvocationTarget(
@@ -384,7 +399,25 @@ class Ingress:
                 self.settings,
                 idempotent=idempotency_key is not None,
             ),
+            span_context=span_context,
         )
+        response: web.StreamResponse | None = None
+        try:
+            response = await self._submit(cmd, invocation_id, target, execute_at_ms, now)
+            return response
+        finally:
+            self.tracing.end_request(span, None if response is None else response.status)
+
+    async def _submit(
+        self,
+        cmd: Invoke,
+        invocation_id: InvocationId,
+        target: ResolvedTarget,
+        execute_at_ms: int | None,
+        now: int,
+    ) -> web.StreamResponse:
+        """Append the Invoke and answer: the result of a call, the acceptance of a send."""
+        inv = cmd.invocation_id
         assert self.results is not None
         waiter: asyncio.Future[Any] | None = None
         if cmd.reply_to_results:
@@ -548,6 +581,8 @@ def run_ingress(settings: Settings) -> int:
     is also what stopped the server)."""
     metadata = MetadataView(settings).start()
     ingress = Ingress(settings, metadata)
+    # Its Invoke records carry request bodies: a `commands` topic made elsewhere may refuse them.
+    check_record_limits_in_background(settings, [Topics(settings.topic_prefix).commands])
     log.info("ingress.listening", host=settings.ingress_host, port=settings.ingress_port)
     try:
         web.run_app(ingress.app(), host=settings.ingress_host, port=settings.ingress_port, print=None)

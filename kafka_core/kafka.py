@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -143,7 +144,7 @@ def raise_record_limits(
             fut.result(timeout_s)
             raised.append(res.name)
         except KafkaException as e:
-            log.warning(
+            log.error(
                 "topics.record_limit_too_low",
                 topic=res.name,
                 max_message_bytes=low[res.name],
@@ -156,6 +157,47 @@ def raise_record_limits(
     if raised:
         log.info("topics.record_limit_raised", topics=raised, max_message_bytes=want)
     return raised
+
+
+def check_record_limits(
+    settings: Settings,
+    topics: list[str],
+    timeout_s: float = 15.0,
+    admin_factory: Callable[[dict[str, Any]], AdminClient] = AdminClient,
+) -> list[str]:
+    """What `create_topics` does for the topics a component writes, when it is started on its
+    own (`kinvoke processor`, `kinvoke ingress`) against topics it did not create: raise a
+    `max.message.bytes` below what `KINVOKE_MAX_RECORD_BYTES` needs, or say in one error line
+    which topic refuses which records (`raise_record_limits`). Missing topics are left to whoever
+    creates them; a broker that does not answer now is one warning (start-up goes on)."""
+    admin = admin_factory(client_config(settings))
+    try:
+        existing = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as e:
+        log.warning(
+            "topics.record_limit_unchecked",
+            topics=topics,
+            error=str(e),
+            message="cannot check the topics' max.message.bytes against KINVOKE_MAX_RECORD_BYTES: "
+            f"the broker did not answer ({e})",
+        )
+        return []
+    return raise_record_limits(admin, settings, [t for t in topics if t in existing], timeout_s)
+
+
+def check_record_limits_in_background(settings: Settings, topics: list[str]) -> threading.Thread:
+    """`check_record_limits` off the start-up path (the component serves meanwhile; a broker
+    that is down must not hold it up)."""
+
+    def check() -> None:
+        try:
+            check_record_limits(settings, topics)
+        except Exception:  # noqa: BLE001 - a check: the component runs anyway
+            log.warning("topics.record_limit_check_failed", topics=topics, exc_info=True)
+
+    thread = threading.Thread(target=check, name="record-limits", daemon=True)
+    thread.start()
+    return thread
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:

@@ -43,7 +43,7 @@ _PROCESSOR = _fields(
     *_LOGS,
 )
 # The advertised URL is the admin's (its /version), the host and port both's (the default URL).
-_INGRESS = _fields(*_KAFKA, "ingress_*", "-ingress_advertised_url", "default_*", *_LOGS)
+_INGRESS = _fields(*_KAFKA, "ingress_*", "-ingress_advertised_url", "default_*", "tracing_*", *_LOGS)
 _ADMIN = _fields(
     *_KAFKA,
     "partitions",

@@ -28,7 +28,12 @@ import structlog
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from kafka_core.errors import Disposition, classify, describe
-from kafka_core.kafka import client_config, poll_batch, producer_config
+from kafka_core.kafka import (
+    check_record_limits_in_background,
+    client_config,
+    poll_batch,
+    producer_config,
+)
 from kafka_core.metadata import MetadataView
 from kafka_core.request_identity import load_request_signer
 from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal, join_problems
@@ -302,6 +307,10 @@ class ProcessorService:
         for state in TaskState:
             metrics.TASKS.labels(state.value).set(sum(t.state == state for t in tasks.values()))
         running = {p: t for p, t in tasks.items() if t.state == TaskState.RUNNING}
+        for task in running.values():
+            assert task.store is not None
+            if task.store.backing_off:  # a retry may have come due: backing-off becomes running
+                self._publish_counts(task)
         if not running:
             return
         try:
@@ -315,6 +324,13 @@ class ProcessorService:
                     metrics.CONSUMER_LAG.labels(str(tp.partition)).set(max(0, high - position))
         except KafkaException as e:
             log.debug("processor.lag_unknown", error=describe(e))
+
+    @staticmethod
+    def _publish_counts(task: PartitionTask) -> None:
+        """The partition's invocations by status and target, as committed (read from counts the
+        store keeps at each write: no scan of the invocations)."""
+        assert task.store is not None
+        metrics.INVOCATIONS_BY_STATE.update(task.partition, task.store.invocation_counts(now_ms()))
 
     def _poll_timeout_s(self) -> float:
         if self.tasks.restoring() or any(t.recovery_pending for t in self.tasks.running().values()):
@@ -396,6 +412,8 @@ class ProcessorService:
             assert task.store is not None
             changes = task.store.take_transitions()
             metrics.count_transitions(changes)
+            if task.store.counts_changed:
+                self._publish_counts(task)
             if self.tracing.enabled:
                 self._trace_completions(task, changes)
         log.debug("processor.committed", partitions=len(batch), records=records, ms=round(elapsed * 1000, 2))
@@ -515,6 +533,7 @@ class ProcessorService:
             return
         task.mark_running()
         metrics.RESTORE_SECONDS.labels(str(task.partition)).set(task.restore_ms / 1000)
+        self._publish_counts(task)
         if self.settings.recovery_barrier:
             # Emulator workaround (kept only for `--broker local`): its consumer position does not
             # advance past an aborted batch at a partition's end, so "caught up" is detected by
@@ -614,12 +633,17 @@ class ProcessorService:
     # -- tracing --------------------------------------------------------------------------------
 
     def _traceparent(self, task: PartitionTask, invocation_id: str) -> str | None:
-        """The caller's `traceparent`, from the invocation's input headers (journal entry 0)."""
+        """The `traceparent` of the invocation span's parent: the ingress request's span (the
+        status' span_context), else the caller's, from the input headers (journal entry 0: an
+        invocation produced directly, or by an ingress without tracing)."""
         if invocation_id in self._traceparents:
             return self._traceparents[invocation_id]
         assert task.store is not None
-        journal = task.store.journal(invocation_id)
-        found = input_traceparent(journal[0].frame) if journal else None
+        status = task.store.status(invocation_id)
+        found = status.span_context if status is not None else None
+        if found is None:
+            journal = task.store.journal(invocation_id)
+            found = input_traceparent(journal[0].frame) if journal else None
         if len(self._traceparents) >= TRACEPARENTS_KEPT:
             self._traceparents.clear()
         self._traceparents[invocation_id] = found
@@ -681,6 +705,11 @@ def _next_offset(msgs: list[Message]) -> int:
 
 def run_processor(settings: Settings) -> int:
     service = ProcessorService(settings)
+    # The topics it writes records of up to KINVOKE_MAX_RECORD_BYTES to, when someone else made them.
+    topics = Topics(settings.topic_prefix)
+    check_record_limits_in_background(
+        settings, [topics.commands, topics.changelog, topics.results, topics.commands_dlq]
+    )
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
     signal.signal(signal.SIGINT, lambda *_: service.stop())
     return service.run()

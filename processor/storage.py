@@ -27,6 +27,36 @@ from schemas.records import (
     Timer,
 )
 
+# Restate's `sys_invocation.status` of each phase (an invoked invocation waiting for a retry is
+# `backing-off`: see `PartitionStore.invocation_counts`).
+STATUS_OF_PHASE = {
+    InvocationPhase.SCHEDULED: "scheduled",
+    InvocationPhase.INBOXED: "pending",
+    InvocationPhase.INVOKED: "running",
+    InvocationPhase.SUSPENDED: "suspended",
+    InvocationPhase.PAUSED: "paused",
+    InvocationPhase.COMPLETED: "completed",
+}
+DERIVED_LAYOUT = "2"  # 2: invocation_phases and invocation_counts beside invoked
+
+
+class _PhaseRow(NamedTuple):
+    """An invocation's row in `invocation_phases`."""
+
+    phase: str
+    service: str
+    handler: str
+    retry_at: int | None  # an invoked invocation's next retry time, while it has one
+
+    @classmethod
+    def of(
+        cls, phase: str, service: str, handler: str, status: InvocationStatus | dict[str, Any]
+    ) -> _PhaseRow:
+        retry = (
+            status.next_retry_at_ms if isinstance(status, InvocationStatus) else status["next_retry_at_ms"]
+        )
+        return cls(str(phase), service, handler, retry if phase == InvocationPhase.INVOKED else None)
+
 
 class PhaseChange(NamedTuple):
     """An invocation entered `phase` (a new invocation enters its first one)."""
@@ -59,10 +89,7 @@ class PartitionStore(ChangelogRecords):
     def __init__(self, partition: int, kv: ChangelogStore | None = None) -> None:
         super().__init__(kv if kv is not None else ChangelogStore())
         self.partition = partition
-        # Derived from status records, so recovery need not decode every status.
-        self.kv.db.execute(
-            "CREATE TABLE IF NOT EXISTS invoked (invocation_id TEXT PRIMARY KEY) WITHOUT ROWID"
-        )
+        self._derived_tables()
         self._statuses: dict[str, InvocationStatus | None] = {}
         self._journals: dict[str, list[JournalEntry]] = {}
         self._cached_payload = 0  # grows as copies are cached (never less than they hold)
@@ -71,6 +98,37 @@ class PartitionStore(ChangelogRecords):
         # off unless asked for (replay and tests need no counts).
         self.track_transitions = False
         self.transitions: list[PhaseChange] = []
+        # Set when a status write changed the counts `invocation_counts` reports (the processor
+        # publishes them after a commit only then).
+        self.counts_changed = True
+        self.backing_off = False  # some invocation waited for a retry at the last count
+
+    def _derived_tables(self) -> None:
+        """Tables derived from status records, kept in the store's transactions (so a rollback,
+        a checkpoint and a restore treat them as the records themselves): `invoked` lets
+        recovery find running invocations without decoding every status; `invocation_phases`
+        (each invocation's phase, target and retry time) and `invocation_counts` (how many per
+        phase and target) keep the counts of `invocation_counts()` up to date at each write, so
+        no commit scans the invocations. A store written before these tables existed is wiped
+        (restored from the changelog): it is a cache."""
+        db = self.kv.db
+        db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS invoked (invocation_id TEXT PRIMARY KEY) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS invocation_phases (
+                invocation_id TEXT PRIMARY KEY, phase TEXT NOT NULL, service TEXT NOT NULL,
+                handler TEXT NOT NULL, retry_at INTEGER) WITHOUT ROWID;
+            CREATE INDEX IF NOT EXISTS invocation_phases_retry ON invocation_phases (retry_at)
+                WHERE retry_at IS NOT NULL;
+            CREATE TABLE IF NOT EXISTS invocation_counts (
+                phase TEXT NOT NULL, service TEXT NOT NULL, handler TEXT NOT NULL, n INTEGER NOT NULL,
+                PRIMARY KEY (phase, service, handler)) WITHOUT ROWID;
+            """
+        )
+        layout = db.execute("SELECT value FROM meta WHERE name = 'partition_store'").fetchone()
+        if layout is None or layout[0] != DERIVED_LAYOUT:
+            self.kv.wipe()
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('partition_store', ?)", (DERIVED_LAYOUT,))
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -123,24 +181,24 @@ class PartitionStore(ChangelogRecords):
 
     def put(self, key: str, value: bytes | None, decoded: Decoded = None) -> None:
         """Apply one changelog record (restored, or written by the state machine)."""
-        if self.track_transitions and isinstance(decoded, InvocationStatus):
-            self._note_transition(key, decoded)
         self.kv.put(key, value)
         kind = key.split("/", 1)[0]
         if kind == changelog.STATUS:
             invocation_id = key[len(changelog.STATUS) + 1 :]
+            row: _PhaseRow | None
             if isinstance(decoded, InvocationStatus):
                 self._cache(self._statuses, invocation_id, decoded)
-                phase: str | None = decoded.phase
-            else:
-                # Restoring: only the phase matters now (building the model costs more than
-                # reading the record); the status is decoded when someone asks for it.
+                row = _PhaseRow.of(decoded.phase, decoded.target.service, decoded.target.handler, decoded)
+            elif value is None:
                 self._statuses.pop(invocation_id, None)
-                phase = None if value is None else codec.decode(InvocationStatus.avro_name, value)["phase"]
-            if phase == InvocationPhase.INVOKED:
-                self.kv.db.execute("INSERT OR IGNORE INTO invoked VALUES (?)", (invocation_id,))
+                row = None
             else:
-                self.kv.db.execute("DELETE FROM invoked WHERE invocation_id = ?", (invocation_id,))
+                # Restoring: only the phase, target and retry time matter now (building the model
+                # costs more than reading the record); the status is decoded when asked for.
+                self._statuses.pop(invocation_id, None)
+                d = codec.decode(InvocationStatus.avro_name, value)
+                row = _PhaseRow.of(d["phase"], d["target"]["service"], d["target"]["handler"], d)
+            self._index_status(invocation_id, row, decoded)
         elif kind == changelog.JOURNAL:
             k = changelog.parse_key(key)
             entries = self._journals.get(k.invocation_id)
@@ -161,22 +219,85 @@ class PartitionStore(ChangelogRecords):
 
     restore = put
 
-    def _note_transition(self, key: str, status: InvocationStatus) -> None:
-        old = self.kv.get(key)
-        old_phase = None if old is None else codec.decode(InvocationStatus.avro_name, old)["phase"]
-        if old_phase != status.phase:
-            target, result = status.target, status.result
-            failure = result.message if isinstance(result, Failure) else None
+    def _index_status(self, invocation_id: str, row: _PhaseRow | None, decoded: Decoded) -> None:
+        """Keep the derived tables in step with a status write (`row` None: a tombstone)."""
+        db = self.kv.db
+        found = db.execute(
+            "SELECT phase, service, handler, retry_at FROM invocation_phases WHERE invocation_id = ?",
+            (invocation_id,),
+        ).fetchone()
+        old = None if found is None else _PhaseRow(*found)
+        if old == row:
+            return
+        self.counts_changed = True
+        if row is None:
+            db.execute("DELETE FROM invocation_phases WHERE invocation_id = ?", (invocation_id,))
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO invocation_phases VALUES (?, ?, ?, ?, ?)", (invocation_id, *row)
+            )
+        if old is not None and row is not None and old[:3] == row[:3]:
+            return  # only the retry time moved
+        if old is not None:
+            db.execute(
+                "UPDATE invocation_counts SET n = n - 1 WHERE phase = ? AND service = ? AND handler = ?",
+                old[:3],
+            )
+        if row is not None:
+            db.execute(
+                "INSERT INTO invocation_counts VALUES (?, ?, ?, 1) "
+                "ON CONFLICT (phase, service, handler) DO UPDATE SET n = n + 1",
+                row[:3],
+            )
+        was_invoked = old is not None and old.phase == InvocationPhase.INVOKED
+        is_invoked = row is not None and row.phase == InvocationPhase.INVOKED
+        if is_invoked and not was_invoked:
+            db.execute("INSERT OR IGNORE INTO invoked VALUES (?)", (invocation_id,))
+        elif was_invoked and not is_invoked:
+            db.execute("DELETE FROM invoked WHERE invocation_id = ?", (invocation_id,))
+        if (
+            self.track_transitions
+            and isinstance(decoded, InvocationStatus)
+            and (old is None or old.phase != decoded.phase)
+        ):
+            result = decoded.result
             self.transitions.append(
                 PhaseChange(
-                    status.phase,
-                    target.service,
-                    target.handler,
-                    status.invocation_id,
-                    status.created_at_ms,
-                    failure,
+                    decoded.phase,
+                    decoded.target.service,
+                    decoded.target.handler,
+                    decoded.invocation_id,
+                    decoded.created_at_ms,
+                    result.message if isinstance(result, Failure) else None,
                 )
             )
+
+    def invocation_counts(self, now_ms: int) -> dict[tuple[str, str, str], int]:
+        """How many of the partition's invocations are in each status (Restate's
+        `sys_invocation.status`: scheduled, pending, running, backing-off, suspended, paused,
+        completed) per target, as (status, service, handler) → count. Read from the counts kept
+        at each write; only invocations waiting for a retry are looked at one by one (an invoked
+        invocation is backing off until its retry is due, as the admin's SQL tells it)."""
+        db = self.kv.db
+        counts: dict[tuple[str, str, str], int] = {}
+        for phase, service, handler, n in db.execute(
+            "SELECT phase, service, handler, n FROM invocation_counts"
+        ):
+            status = STATUS_OF_PHASE[phase]
+            counts[(status, service, handler)] = n
+            if status == "running":
+                counts.setdefault(("backing-off", service, handler), 0)
+        backing_off = db.execute(
+            "SELECT service, handler, count(*) FROM invocation_phases WHERE retry_at > ? "
+            "GROUP BY service, handler",
+            (now_ms,),
+        ).fetchall()
+        for service, handler, n in backing_off:
+            counts[("running", service, handler)] -= n
+            counts[("backing-off", service, handler)] = n
+        self.backing_off = bool(backing_off)
+        self.counts_changed = False
+        return counts
 
     def take_transitions(self) -> list[PhaseChange]:
         """The phase changes of the committed batch (the caller's to count)."""

@@ -18,19 +18,16 @@ from typing import Any
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from kafka_core.tracing import parse_traceparent, traceparent_of, tracer_provider
 from schemas.service_protocol import Frame, decode_message
 from schemas.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-_PROPAGATOR = TraceContextTextMapPropagator()
 # Ids a span must have (the invocation span): read by the id generator while the span starts.
 _FORCED: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar("forced_ids", default=None)
 
@@ -49,21 +46,11 @@ class Tracing:
     """The processor's tracer; every method is a no-op while tracing is off."""
 
     def __init__(self, settings: Settings, exporter: SpanExporter | None = None) -> None:
-        self.enabled = bool(settings.tracing_endpoint) or exporter is not None
-        self._provider: TracerProvider | None = None
-        self._tracer: trace.Tracer = trace.NoOpTracer()
-        if not self.enabled:
-            return
-        if exporter is None:
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-            exporter = OTLPSpanExporter(endpoint=settings.tracing_endpoint)
-        resource = Resource.create({"service.name": settings.tracing_service_name})
-        self._provider = TracerProvider(resource=resource, id_generator=_Ids(), shutdown_on_exit=False)
-        # The SDK's own export thread: spans are batched off the processor loop and the invoker.
-        self._provider.add_span_processor(BatchSpanProcessor(exporter))
-        self._tracer = self._provider.get_tracer("kinvoke.processor")
-        log.info("tracing.enabled", endpoint=settings.tracing_endpoint, service=settings.tracing_service_name)
+        self._provider = tracer_provider(settings, "processor", exporter, _Ids())
+        self.enabled = self._provider is not None
+        self._tracer: trace.Tracer = (
+            trace.NoOpTracer() if self._provider is None else self._provider.get_tracer("kinvoke.processor")
+        )
 
     def shutdown(self) -> None:
         if self._provider is not None:
@@ -85,9 +72,8 @@ class Tracing:
             kind=SpanKind.CLIENT,
             attributes={"restate.invocation.id": invocation_id, "restate.invocation.attempt": attempt},
         )
-        headers: dict[str, str] = {}
-        _PROPAGATOR.inject(headers, context=trace.set_span_in_context(span))
-        return span, headers
+        traceparent = traceparent_of(span)
+        return span, {"traceparent": traceparent} if traceparent is not None else {}
 
     @staticmethod
     def end_attempt(span: Any, outcome: str, failure: str | None = None) -> None:
@@ -132,13 +118,6 @@ class Tracing:
         span.end(
             end_time=None if completed_at_ms is None else max(completed_at_ms, created_at_ms) * 1_000_000
         )
-
-
-def parse_traceparent(traceparent: str | None) -> SpanContext | None:
-    if not traceparent:
-        return None
-    ctx = trace.get_current_span(_PROPAGATOR.extract({"traceparent": traceparent})).get_span_context()
-    return ctx if ctx.is_valid else None
 
 
 def invocation_span_context(invocation_id: str, traceparent: str | None) -> SpanContext:

@@ -163,6 +163,7 @@ class Invoke(AvroModel):
     caller: CallerRef | None = None
     execute_at_ms: int | None = None
     options: InvocationOptions | None = None
+    span_context: str | None = None  # W3C traceparent of the invocation span's parent
 
 
 class Ended(AvroModel):
@@ -350,6 +351,7 @@ class InvocationStatus(AvroModel):
     result: Success | Failure | None = None
     options: InvocationOptions | None = None
     seed_invocation_id: str | None = None
+    span_context: str | None = None  # the Invoke's: the parent of the invocation's span
 
 
 class JournalEntry(AvroModel):

@@ -250,8 +250,9 @@ class Settings(BaseSettings):
     )
     tracing_endpoint: str | None = Field(
         default=None,
-        description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces): the processors "
-        "then export a span per invocation and per attempt; unset, no tracing",
+        description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces): the ingress "
+        "then exports a span per request that creates an invocation, the processors a span per "
+        "invocation and per attempt; unset, no tracing",
     )
     tracing_service_name: str = Field(default="kinvoke", description="service.name of the exported spans")
     processor_session_timeout_ms: int = Field(

@@ -26,7 +26,7 @@ from kafka_core.kafka import create_topics
 from schemas.settings import DEFAULT_MAX_RECORD_BYTES, Settings, topic_max_message_bytes
 from schemas.topics import Topics
 from tests.conftest import free_port
-from tests.support.cluster import SdkDeployment, StackClient, module_stack
+from tests.support.cluster import SdkDeployment, StackClient, json_lines, module_stack
 from tests.support.processes import Component
 
 pytestmark = pytest.mark.integration
@@ -179,6 +179,73 @@ def test_an_existing_topic_with_a_smaller_record_limit_is_raised(kafka_bootstrap
     while set(limits().values()) != {want}:
         assert time.monotonic() < deadline, limits()
         time.sleep(0.2)
+
+
+def test_a_standalone_processor_and_ingress_raise_the_limits_of_topics_made_elsewhere(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """`kinvoke ingress` and `kinvoke processor` started on their own, against topics made by hand
+    with the broker's 1 MiB: each raises the limit of the topics it writes at start-up (as
+    `kinvoke topics` and `kinvoke dev` do) and says so, instead of failing large requests later."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    topics = Topics(prefix)
+    small = str(1024 * 1024 + 12)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    specs = topics.specs(1)
+    futures = admin.create_topics(
+        [
+            NewTopic(
+                t.name, t.partitions, replication_factor=1, config={**t.config, "max.message.bytes": small}
+            )
+            for t in specs
+        ]
+    )
+    for fut in futures.values():
+        fut.result(30)
+    resources = [ConfigResource(ResourceType.TOPIC, t.name) for t in specs]
+    want = str(topic_max_message_bytes(DEFAULT_MAX_RECORD_BYTES))
+
+    def limits() -> dict[str, str]:
+        return {
+            r.name: f.result(30)["max.message.bytes"].value
+            for r, f in admin.describe_configs(resources).items()
+        }
+
+    def wait_for(expected: dict[str, str], part: Component) -> None:
+        deadline = time.monotonic() + 60
+        while limits() != expected:
+            assert part.proc is not None and part.proc.poll() is None, part.log_text()[-3000:]
+            assert time.monotonic() < deadline, (limits(), part.log_text()[-3000:])
+            time.sleep(0.3)
+
+    def raised(part: Component) -> list[str]:
+        events = [e for e in json_lines(part.log_text()) if e.get("event") == "topics.record_limit_raised"]
+        assert len(events) == 1 and events[0]["max_message_bytes"] == int(want), part.log_text()[-3000:]
+        return sorted(events[0]["topics"])
+
+    ingress_port = free_port()
+    env = {
+        "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "KINVOKE_TOPIC_PREFIX": prefix,
+        "KINVOKE_PARTITIONS": "1",
+        "KINVOKE_INGRESS_PORT": str(ingress_port),
+        "KINVOKE_PROCESSOR_GROUP_ID": f"{prefix}-processor",
+        "KINVOKE_STATE_DIR": str(tmp_path / "state"),
+    }
+    ingress = Component("ingress", env, tmp_path, ingress_port)
+    processor = Component("processor", env, tmp_path)
+    try:
+        ingress.start()
+        # The ingress writes `commands` only.
+        wait_for({t.name: want if t.name == topics.commands else small for t in specs}, ingress)
+        assert raised(ingress) == [topics.commands]
+        processor.start()
+        # The processor writes the others but `metadata` (the admin's).
+        wait_for({t.name: small if t.name == topics.metadata else want for t in specs}, processor)
+        assert raised(processor) == sorted([topics.changelog, topics.results, topics.commands_dlq])
+    finally:
+        processor.stop()
+        ingress.stop()
 
 
 def test_the_processors_memory_does_not_grow_with_each_large_call(stack: Large) -> None:

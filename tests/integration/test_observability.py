@@ -64,18 +64,22 @@ def test_metrics_and_health_after_a_call(stack: Stack) -> None:
         assert call.status_code == 200 and call.json() == "Hello metrics", call.text
         proc = processor_url(stack)
 
+        target = {"service": "Greeter", "handler": "greet"}
+
         # The processor counts a committed transition once its commit returns, which may be just
         # after the ingress had the result: waited for, with a bound.
         def completed() -> Samples | None:
             samples = scrape(client, proc)
-            done = value(
-                samples, "kinvoke_invocations_total", state="completed", service="Greeter", handler="greet"
-            )
-            return samples if done is not None and done >= 1 else None
+            done = value(samples, "kinvoke_invocation_transitions_total", phase="completed", **target)
+            now = value(samples, "kinvoke_invocations", state="completed", **target)
+            return samples if done is not None and done >= 1 and now is not None else None
 
         samples = stack.wait_until(completed, 30, "the processor to count the completed invocation")
-        target = {"service": "Greeter", "handler": "greet"}
-        assert (value(samples, "kinvoke_invocations_total", state="invoked", **target) or 0) >= 1
+        assert (value(samples, "kinvoke_invocation_transitions_total", phase="invoked", **target) or 0) >= 1
+        # The invocations now, by status: the call is completed, nothing runs or backs off.
+        assert value(samples, "kinvoke_invocations", state="completed", **target) == 1
+        assert value(samples, "kinvoke_invocations", state="running", **target) == 0
+        assert value(samples, "kinvoke_invocations", state="backing-off", **target) == 0
         assert (value(samples, "kinvoke_attempts_started_total", **target) or 0) >= 1
         assert (value(samples, "kinvoke_attempts_completed_total", outcome="ended", **target) or 0) >= 1
         attempts = value(

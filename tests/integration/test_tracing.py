@@ -1,7 +1,8 @@
 """Tracing on a real stack: a call through the ingress with a W3C `traceparent` yields, at an
-OTLP/HTTP receiver, an invocation span that is a child of the caller's span and an attempt span
-that is a child of the invocation span; the deployment (the Restate Python SDK) receives the
-attempt span's `traceparent` on the attempt's HTTP request, in the caller's trace."""
+OTLP/HTTP receiver, the ingress request's span as a child of the caller's span, the invocation's
+span as its child and the attempt's span as the invocation's child; the deployment (the Restate
+Python SDK) receives the attempt span's `traceparent` on the attempt's HTTP request, in the
+caller's trace."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.support.cluster import Stack, running_stack
 
@@ -88,9 +90,15 @@ def stack(kafka_bootstrap: str, topic_prefix: str, tmp_path: Path, receiver: Otl
 def test_a_call_is_traced_from_the_ingress_request_to_the_deployment(
     stack: Stack, receiver: OtlpReceiver
 ) -> None:
+    """The span tree of a call, as Restate's: the ingress request's span (a child of the caller's
+    `traceparent`) → the invocation's span → the attempt's span, whose context the deployment
+    receives; the handler's input headers keep the caller's `traceparent`."""
     with httpx.Client(timeout=30) as client:
         call = client.post(f"{stack.ingress_url}/Traced/context", json="x", headers={"traceparent": CALLER})
-    assert call.status_code == 200, call.text
+        assert call.status_code == 200, call.text
+        # Without a caller's context, the ingress span starts the trace.
+        alone = client.post(f"{stack.ingress_url}/Traced/context", json="y")
+        assert alone.status_code == 200, alone.text
     invocation_id = call.headers["x-restate-id"]
     seen = call.json()
     assert seen["input_traceparent"] == CALLER  # the caller's, in the invocation's headers
@@ -99,19 +107,46 @@ def test_a_call_is_traced_from_the_ingress_request_to_the_deployment(
     _, trace_id, attempt_span_id, _ = attempt_header.split("-")
     assert trace_id == CALLER_TRACE
 
-    # The batch exporter sends within its schedule (5 s): waited for, with a bound.
+    # The batch exporters send within their schedule (5 s): waited for, with a bound.
     stack.wait_until(
-        lambda: receiver.named("invocation Traced/context") and receiver.named("invoke Traced/context"),
+        lambda: all(
+            len(receiver.named(f"{kind} Traced/context")) == 2 for kind in ("ingress", "invocation", "invoke")
+        ),
         30,
-        "the processor to export the invocation and attempt spans",
+        "the ingress and the processor to export the ingress, invocation and attempt spans",
     )
-    [invocation] = receiver.named("invocation Traced/context")
-    [attempt] = receiver.named("invoke Traced/context")
-    assert invocation.trace_id.hex() == CALLER_TRACE and invocation.parent_span_id.hex() == CALLER_SPAN
-    attrs = {a.key: a.value.string_value for a in invocation.attributes}
-    assert attrs["restate.invocation.id"] == invocation_id
+
+    def tree(invocation_id: str) -> tuple[Any, Any, Any]:
+        def of(kind: str) -> Any:
+            [span] = [
+                s
+                for s in receiver.named(f"{kind} Traced/context")
+                if any(
+                    a.key == "restate.invocation.id" and a.value.string_value == invocation_id
+                    for a in s.attributes
+                )
+            ]
+            return span
+
+        return of("ingress"), of("invocation"), of("invoke")
+
+    ingress, invocation, attempt = tree(invocation_id)
+    assert ingress.kind == Span.SpanKind.SPAN_KIND_SERVER
+    assert ingress.trace_id.hex() == CALLER_TRACE and ingress.parent_span_id.hex() == CALLER_SPAN
+    assert invocation.trace_id.hex() == CALLER_TRACE
+    assert invocation.parent_span_id == ingress.span_id  # the invocation is the ingress span's child
     assert attempt.trace_id.hex() == CALLER_TRACE
     assert attempt.parent_span_id == invocation.span_id  # the attempt is the invocation's child
     assert attempt.span_id.hex() == attempt_span_id  # and the deployment continues the attempt's span
-    assert invocation.start_time_unix_nano <= attempt.start_time_unix_nano
+    assert ingress.start_time_unix_nano <= invocation.start_time_unix_nano <= attempt.start_time_unix_nano
     assert attempt.end_time_unix_nano <= invocation.end_time_unix_nano
+    assert attempt.end_time_unix_nano <= ingress.end_time_unix_nano  # answered after the attempt ended
+
+    ingress, invocation, attempt = tree(alone.headers["x-restate-id"])
+    assert ingress.parent_span_id == b"" and ingress.trace_id.hex() != CALLER_TRACE
+    assert invocation.trace_id == ingress.trace_id and invocation.parent_span_id == ingress.span_id
+    assert attempt.trace_id == ingress.trace_id and attempt.parent_span_id == invocation.span_id
+    assert alone.json()["attempt_traceparent"].split("-")[1:3] == [
+        ingress.trace_id.hex(),
+        attempt.span_id.hex(),
+    ]

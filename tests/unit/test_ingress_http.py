@@ -392,3 +392,49 @@ async def test_attach_output_and_lookup_by_a_target_in_the_body() -> None:
             )
             r = await asyncio.wait_for(request, 5)
             assert r.status == 200 and await r.json() == 7 and r.headers["x-restate-id"] == inv
+
+
+# -- tracing -----------------------------------------------------------------------------------
+
+
+async def test_the_ingress_span_is_the_callers_child_and_the_invocations_parent(commands: Commands) -> None:
+    """As Restate's ingress: a server span per request that creates an invocation, in the caller's
+    trace; the Invoke carries its context (span_context), the handler's headers stay the caller's."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from ingress_gateway.tracing import IngressTracing
+    from kafka_core.tracing import parse_traceparent
+
+    exporter = InMemorySpanExporter()
+    tracing = IngressTracing(SETTINGS, exporter=exporter)
+    server = Ingress(SETTINGS, Metadata(), commands=commands, tracing=tracing)  # type: ignore[arg-type]
+    caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with TestClient(TestServer(server.app())) as client:
+        sent = await accepted(
+            await client.post("/Greeter/greet/send", data=b'"A"', headers={**JSON, "traceparent": caller})
+        )
+        await accepted(await client.post("/Greeter/greet/send", data=b'"B"', headers=JSON))  # no caller
+        r = await client.post("/Greeter/greet/send", data=b"", headers=JSON)  # refused: no invocation
+        assert r.status == 400
+    tracing.shutdown()
+    first, second = exporter.get_finished_spans()
+    assert first.name == "ingress Greeter/greet" and first.kind.name == "SERVER"
+    assert first.context.trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert first.parent is not None and first.parent.span_id == 0x00F067AA0BA902B7
+    assert first.attributes["restate.invocation.id"] == sent["invocationId"]
+    assert first.attributes["http.response.status_code"] == 202
+    assert second.parent is None and second.context.trace_id != first.context.trace_id
+    invoke_a, invoke_b = commands.sent
+    carried = parse_traceparent(invoke_a.span_context)
+    assert carried is not None
+    assert (carried.trace_id, carried.span_id) == (first.context.trace_id, first.context.span_id)
+    assert ("traceparent", caller) in [(h.name, h.value) for h in invoke_a.headers]
+    carried_b = parse_traceparent(invoke_b.span_context)
+    assert carried_b is not None and carried_b.span_id == second.context.span_id
+
+
+async def test_without_tracing_the_invoke_carries_no_span_context(
+    ingress: TestClient, commands: Commands
+) -> None:
+    await accepted(await ingress.post("/Greeter/greet/send", data=b'"A"', headers=JSON))
+    assert commands.sent[0].span_context is None

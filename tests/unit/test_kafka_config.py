@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 from concurrent.futures import Future
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from structlog.testing import capture_logs
 
 from kafka_core import kafka as kafka_mod
 from kafka_core.kafka import (
+    check_record_limits,
     client_config,
     describe_config,
     producer_config,
@@ -362,7 +364,7 @@ def test_a_topic_kinvoke_may_not_raise_is_named_with_the_refused_size() -> None:
         raised = raise_record_limits(admin, settings, ["acme.commands", "acme.results"])  # type: ignore[arg-type]
     assert raised == []
     [warning] = [e for e in logs if e["event"] == "topics.record_limit_too_low"]
-    assert warning["log_level"] == "warning" and warning["topic"] == "acme.commands"
+    assert warning["log_level"] == "error" and warning["topic"] == "acme.commands"
     assert "records over 1048588 bytes" in warning["message"]
     assert f"max.message.bytes to {DEFAULT_MAX_RECORD_BYTES + RECORD_BATCH_OVERHEAD}" in warning["message"]
 
@@ -381,3 +383,36 @@ def test_a_topic_kinvoke_may_not_describe_is_named_and_start_up_goes_on() -> Non
         assert raise_record_limits(Blind({}), Settings(topic_prefix="acme"), ["acme.commands"]) == []  # type: ignore[arg-type]
     [warning] = [e for e in logs if e["event"] == "topics.record_limit_unknown"]
     assert "cannot read max.message.bytes of acme.commands" in warning["message"]
+
+
+def test_a_component_checks_only_the_existing_topics_it_writes_and_a_silent_broker_is_one_warning() -> None:
+    """`kinvoke processor`/`kinvoke ingress` started on their own check the topics they write."""
+
+    class Listing(_RefusingAdmin):
+        def __init__(self, limits: dict[str, int], down: bool = False) -> None:
+            super().__init__(limits)
+            self.down = down
+            self.described: list[str] = []
+
+        def list_topics(self, timeout: float) -> Any:
+            if self.down:
+                raise KafkaException(KafkaError(KafkaError._TRANSPORT, "broker down"))
+            return SimpleNamespace(topics={name: None for name in self.limits})
+
+        def describe_configs(self, resources: list[Any], **kw: Any) -> dict[Any, Future[Any]]:
+            self.described += [r.name for r in resources]
+            return super().describe_configs(resources, **kw)
+
+    settings = Settings(topic_prefix="acme")
+    admin = Listing({"acme.commands": 1048588, "acme.results": 1048588})
+    with capture_logs() as logs:
+        check_record_limits(settings, ["acme.commands", "acme.changelog"], admin_factory=lambda _c: admin)  # type: ignore[arg-type,return-value]
+    assert admin.described == ["acme.commands"]  # results: not written by it; changelog: missing
+    [error] = [e for e in logs if e["event"] == "topics.record_limit_too_low"]
+    assert error["topic"] == "acme.commands" and "KINVOKE_MAX_RECORD_BYTES" in error["message"]
+
+    with capture_logs() as logs:
+        down = Listing({}, down=True)
+        assert check_record_limits(settings, ["acme.commands"], admin_factory=lambda _c: down) == []  # type: ignore[arg-type,return-value]
+    [warning] = [e for e in logs if e["event"] == "topics.record_limit_unchecked"]
+    assert warning["log_level"] == "warning" and "broker down" in warning["message"]

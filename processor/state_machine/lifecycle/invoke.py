@@ -40,6 +40,7 @@ def apply(ctx: StepContext, cmd: Invoke) -> None:
         modified_at_ms=ctx.now_ms,
         attempt=1,
         options=cmd.options,
+        span_context=cmd.span_context,
     )
     headers = [(h.name, h.value) for h in cmd.headers]
     ctx.append_entry(status, journal.input_command(cmd.argument, headers), is_command=True)

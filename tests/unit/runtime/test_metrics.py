@@ -15,6 +15,7 @@ import pytest
 from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 
+from processor import metrics
 from processor.http_server import HttpPortTaken, ProcessorHttp
 from processor.invoker.attempt import AttemptRequest
 from processor.invoker.service import InvokerService
@@ -32,7 +33,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 def invoked() -> float:
-    return sample("kinvoke_invocations_total", state="invoked", service="Greeter", handler="greet")
+    return sample("kinvoke_invocation_transitions_total", phase="invoked", service="Greeter", handler="greet")
 
 
 def tracked(processor: ProcessorService, partition: int, start_offset: int) -> None:
@@ -175,3 +176,26 @@ def test_lag_per_running_partition_and_tasks_by_state(processor: ProcessorServic
     assert sample("kinvoke_tasks", state="running") == 2 and sample("kinvoke_tasks", state="restoring") == 1
     processor._on_task_closed(processor.tasks.tasks.pop(0))  # given up: its series go
     assert REGISTRY.get_sample_value("kinvoke_consumer_lag", {"partition": "0"}) is None
+
+
+def test_invocations_by_state_are_published_after_a_commit_and_dropped_with_the_task(
+    processor: ProcessorService,
+) -> None:
+    def running() -> float | None:
+        labels = {"state": "running", "service": "Greeter", "handler": "greet"}
+        return REGISTRY.get_sample_value("kinvoke_invocations", labels)
+
+    for p in range(4):  # what earlier tests' processors left in the process' registry
+        metrics.INVOCATIONS_BY_STATE.drop(p)
+    tracked(processor, 2, 10)
+    tracked(processor, 3, 10)
+    processor.process(
+        [record(2, 10, invoke(inv=invocation_on(2))), record(3, 10, invoke(inv=invocation_on(3)))]
+    )
+    assert running() == 2
+    processor.process([record(2, 11, invoke(inv=invocation_on(2, 1)))])
+    assert running() == 3
+    processor._on_task_closed(processor.tasks.tasks.pop(2))  # revoked: its two go
+    assert running() == 1
+    processor._on_task_closed(processor.tasks.tasks.pop(3))
+    assert running() is None

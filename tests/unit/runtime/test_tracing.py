@@ -6,9 +6,13 @@ from __future__ import annotations
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from processor.invoker.attempt import AttemptRequest, DeploymentTarget, Invoker
+from processor.service import ProcessorService
 from processor.tracing import Tracing, input_traceparent, invocation_span_context, parse_traceparent
+from schemas.records import Header
 from schemas.service_protocol.messages import input_command
 from schemas.settings import Settings
+from tests.unit.runtime.conftest import invocation_on, record, running_task
+from tests.unit.state_machine.conftest import invoke
 
 CALLER_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 CALLER = f"00-{CALLER_TRACE:032x}-00f067aa0ba902b7-01"
@@ -77,3 +81,22 @@ def test_a_caller_that_does_not_sample_is_followed() -> None:
     tracing.shutdown()
     assert exporter.get_finished_spans() == ()
     assert headers["traceparent"].endswith("-00")  # the deployment is told not to sample either
+
+
+def test_the_invocation_spans_parent_is_the_ingress_span_carried_in_the_invoke(
+    processor: ProcessorService,
+) -> None:
+    """The Invoke's span_context (the ingress request's span) wins over the caller's traceparent
+    in the input headers, which stays the fallback for invocations produced without one."""
+    ingress_span = f"00-{CALLER_TRACE:032x}-1111111111111111-01"
+    task = running_task(0, 10)
+    processor.tasks.tasks[0] = task
+    a, b = invocation_on(0), invocation_on(0, 1)
+    with_span = invoke(inv=a)
+    with_span.body.span_context = ingress_span  # type: ignore[union-attr]
+    with_span.body.headers = [Header(name="traceparent", value=CALLER)]  # type: ignore[union-attr]
+    without = invoke(inv=b)
+    without.body.headers = [Header(name="traceparent", value=CALLER)]  # type: ignore[union-attr]
+    processor.process([record(0, 10, with_span), record(0, 11, without)])
+    assert processor._traceparent(task, a) == ingress_span
+    assert processor._traceparent(task, b) == CALLER
