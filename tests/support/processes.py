@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def wait_for_port(
-    host: str, port: int, timeout_s: float = 30.0, proc: subprocess.Popen[bytes] | None = None
+    host: str, port: int, timeout_s: float = 60.0, proc: subprocess.Popen[bytes] | None = None
 ) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -40,7 +40,7 @@ class Component:
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     starts: int = field(default=0, init=False)
 
-    def start(self, timeout_s: float = 30.0) -> Component:
+    def start(self, timeout_s: float = 60.0) -> Component:
         self.starts += 1
         log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")  # noqa: SIM115
         env = {**os.environ, **self.env, "PYTHONPATH": str(REPO), "KINVOKE_LOG_FORMAT": "json"}
