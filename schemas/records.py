@@ -332,7 +332,7 @@ class InvocationStatus(AvroModel):
     protocol_version: int | None = None
     last_attempt_server: str | None = None
     attempt: int = 0
-    retry_count: int = 0
+    retry_count: int = 0  # failed attempts since the invoker's report began (sys_invocation.retry_count)
     retry_count_since_last_stored_entry: int = 0
     last_stored_entry_at_ms: int = 0
     next_retry_at_ms: int | None = None
@@ -343,6 +343,7 @@ class InvocationStatus(AvroModel):
     result: Success | Failure | None = None
     options: InvocationOptions | None = None
     seed_invocation_id: str | None = None
+    retry_attempts: int = 0  # failed attempts counted by the retry policy (its loop restarts on resume)
 
 
 class JournalEntry(AvroModel):
