@@ -430,6 +430,8 @@ class ObjectStatus(AvroModel):
     locked_by: str | None = None
     inbox: list[str] = Field(default_factory=list)
     pending_state: list[PendingStateEdit] = Field(default_factory=list)
+    inbox_sequence_numbers: list[int] = Field(default_factory=list)  # one per inbox entry
+    next_inbox_sequence_number: int = 0
 
 
 class StateEntry(AvroModel):

@@ -343,14 +343,17 @@ def event_rows(st: InvocationStatus) -> list[Row]:
 
 
 def object_rows(obj: ObjectStatus) -> tuple[list[Row], list[Row]]:
-    """(`sys_inbox` rows, `sys_keyed_service_status` rows) of one object. The inbox sequence
-    number is the position in the inbox (kinvoke keeps no global inbox counter).
+    """(`sys_inbox` rows, `sys_keyed_service_status` rows) of one object.
 
     As Restate's `append_inbox_row`: only invocations are listed, not the admin state edits
-    queued behind the lock (`InboxEntry::StateMutation` is skipped, restate issue 1101), and
-    `created_at` (deprecated there) stays null."""
+    queued behind the lock (`InboxEntry::StateMutation` is skipped, restate issue 1101, though it
+    took a sequence number), and `created_at` (deprecated there) stays null. Sequence numbers
+    count per object here (per partition in Restate); records older than them get positions."""
     pk = partition_key_of(obj.key)
-    inbox = [(pk, obj.service, obj.key, inv, seq, None) for seq, inv in enumerate(obj.inbox)]
+    numbers = obj.inbox_sequence_numbers
+    if len(numbers) != len(obj.inbox):
+        numbers = list(range(len(obj.inbox)))
+    inbox = [(pk, obj.service, obj.key, inv, seq, None) for inv, seq in zip(obj.inbox, numbers, strict=True)]
     keyed = [(pk, obj.service, obj.key, obj.locked_by)] if obj.locked_by else []
     return inbox, keyed
 

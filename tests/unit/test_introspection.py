@@ -437,17 +437,22 @@ def test_other_pauses_show_no_retry_columns_and_the_count_starts_again(world: Ha
 
 
 def test_state_edits_waiting_for_the_lock_are_not_in_sys_inbox(world: Harness) -> None:
-    """As Restate's `append_inbox_row` (restate issue 1101): an admin state edit queued behind
-    an object's lock is not listed, and `created_at` is null."""
+    """As Restate's `append_inbox_row` (restate issue 1101) and as measured on Restate 1.7.12: an
+    admin state edit queued behind an object's lock is not listed, but it took a sequence number
+    (invocation, edit, invocation: 0 and 2 listed); `created_at` is null. An entry keeps its
+    number while the ones ahead of it leave."""
     edit = PatchState(service="Counter", key="k1", new_state={"count": b"5"})
     later = inv(8, "k1")
-    world.apply(
-        Command(timestamp_ms=T0 + 95, body=edit), invoke(later, target("Counter", "add", "k1"), T0 + 96)
-    )
+    world.apply(Command(timestamp_ms=T0 + 95, body=edit))
+    world.apply(invoke(later, target("Counter", "add", "k1"), T0 + 96))
     assert len(world.store.object("Counter", "k1").pending_state) == 1  # it does wait in line
-    rows = query(world, "SELECT * FROM sys_inbox ORDER BY sequence_number")
-    assert [(r["id"], r["service_key"]) for r in rows] == [(OBJ_B, "k1"), (later, "k1")]
+    sql = "SELECT * FROM sys_inbox ORDER BY sequence_number"
+    rows = query(world, sql)
+    listed = [(r["id"], r["service_key"], r["sequence_number"]) for r in rows]
+    assert listed == [(OBJ_B, "k1", 0), (later, "k1", 2)]
     assert all("created_at" not in r for r in rows)
+    world.apply(attempt(T0 + 97, 1, [output(b"1")], Ended(), inv=OBJ_A))  # OBJ_B takes the lock
+    assert [(r["id"], r["sequence_number"]) for r in query(world, sql)] == [(later, 2)]
 
 
 def test_statuses_suspension_inbox_lock_and_schedule(world: Harness) -> None:
