@@ -254,9 +254,11 @@ class Invoked:
             st.modified_at_ms,
             st.deployment_id,
             st.last_attempt_server,
-            # A report has a failure only once one of its own attempts failed: a new report
-            # (after a resume that starts counting again) shows none yet.
-            st.last_failure if st.retry_count > 0 else None,
+            # A report has a failure only once one of its own attempts failed (a new report, after
+            # a resume that counts from 0, has none yet), and forgets it when an attempt makes
+            # progress (Restate's `on_progress_made`; kinvoke: an entry stored since, which also
+            # counts a notification delivered while backing off, where Restate keeps it).
+            st.last_failure if st.retry_count > 0 and st.retry_count_since_last_stored_entry > 0 else None,
             st.phase == InvocationPhase.PAUSED,
         )
 

@@ -26,6 +26,7 @@ from schemas import changelog
 from schemas.ids import InvocationId, partition_key_of
 from schemas.records import (
     AttemptFailed,
+    AttemptProgress,
     Command,
     Ended,
     HandlerType,
@@ -420,6 +421,27 @@ def test_paused_while_backing_off_the_retry_columns_stay_and_the_count_goes_on(w
         2,
         "[500 Internal] again",
     )
+
+
+def test_progress_after_a_failure_clears_the_last_failure(world: Harness) -> None:
+    """As measured on Restate 1.7.12 (a handler failing once after a step, then storing another):
+    once the retried attempt stores an entry, sys_invocation shows no last failure; the journal
+    event stays."""
+    progress = AttemptProgress(
+        invocation_id=FLAKY,
+        attempt=2,
+        deployment_id="dp_1",
+        protocol_version=6,
+        new_entries=[run(1, "step-1")],
+    )
+    world.apply(Command(timestamp_ms=T0 + 600, body=progress))
+    assert _retry_columns(world, FLAKY, T0 + 700) == {
+        "status": "running",
+        "retry_count": 2,
+        "last_start_at": "2026-11-18T11:06:40.520+00:00",
+    }
+    [event] = query(world, f"SELECT event_type FROM sys_journal_events WHERE id = '{FLAKY}'")
+    assert event == {"event_type": "TransientError"}
 
 
 def test_other_pauses_show_no_retry_columns_and_the_count_starts_again(world: Harness) -> None:
