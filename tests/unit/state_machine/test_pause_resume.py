@@ -69,16 +69,19 @@ def test_resume_runs_a_new_attempt_that_completes(sm: Harness) -> None:
     assert status(sm).phase == InvocationPhase.COMPLETED
 
 
-def test_a_suspended_invocation_pauses_without_abort_and_forgets_what_it_awaited(sm: Harness) -> None:
+def test_a_suspended_invocation_is_already_paused_and_stays_suspended(sm: Harness) -> None:
+    """Restate 1.7.12 (no vqueues) answers "already paused" (200) and changes nothing: measured,
+    the invocation stays suspended and a notification still wakes it."""
     sm.apply(invoke(), attempt(2000, 1, [], Suspended(waiting_completions=[1])))
+    before = status(sm)
     actions = sm.apply(operate(INV, PAUSE))
-    assert answer(actions).outcome == OperationOutcome.ACCEPTED
+    assert answer(actions).outcome == OperationOutcome.ALREADY_PAUSED
     assert not any(isinstance(a, AbortAttempt) for a in actions)
-    assert status(sm).phase == InvocationPhase.PAUSED and status(sm).waiting is None
+    assert status(sm) == before and sm.steps[-1].writes == []
     assert InvokeAttempt(INV, attempt=2) in sm.apply(operate(INV, RESUME, ts=6000))
 
 
-def test_only_running_or_suspended_invocations_pause(sm: Harness) -> None:
+def test_only_running_invocations_pause(sm: Harness) -> None:
     assert answer(sm.apply(operate(INV, PAUSE))).outcome == OperationOutcome.NOT_FOUND
     a, b = inv_id(1), inv_id(2)
     sm.apply(invoke_object(a), invoke_object(b))  # b waits in the inbox
@@ -169,12 +172,13 @@ def test_a_pause_of_a_running_attempt_starts_the_count_again_on_resume(sm: Harne
     assert (status(sm).retry_count, status(sm).retry_attempts) == (0, 0)
 
 
-def test_a_suspended_invocation_paused_and_resumed_counts_from_zero(sm: Harness) -> None:
+def test_a_suspended_invocation_resumed_counts_from_zero(sm: Harness) -> None:
     sm.apply(
         invoke(), attempt(1100, 1, [], BOOM), attempt(1700, 2, [sleep(1)], Suspended(waiting_completions=[1]))
     )
     assert (status(sm).retry_count, status(sm).retry_attempts) == (0, 0)  # a suspension ends the report
-    sm.apply(operate(INV, PAUSE, ts=1800), operate(INV, RESUME, ts=1900))
+    sm.apply(operate(INV, RESUME, ts=1900))
+    assert status(sm).phase == InvocationPhase.INVOKED
     assert (status(sm).retry_count, status(sm).next_retry_at_ms) == (0, None)
 
 
