@@ -340,7 +340,7 @@ class InvocationStatus(AvroModel):
     protocol_version: int | None = None
     last_attempt_server: str | None = None
     attempt: int = 0
-    retry_count: int = 0
+    retry_count: int = 0  # failed attempts since the invoker's report began (sys_invocation.retry_count)
     retry_count_since_last_stored_entry: int = 0
     last_stored_entry_at_ms: int = 0
     next_retry_at_ms: int | None = None
@@ -352,6 +352,7 @@ class InvocationStatus(AvroModel):
     options: InvocationOptions | None = None
     seed_invocation_id: str | None = None
     span_context: str | None = None  # the Invoke's: the parent of the invocation's span
+    retry_attempts: int = 0  # failed attempts counted by the retry policy (its loop restarts on resume)
 
 
 class JournalEntry(AvroModel):
@@ -438,6 +439,8 @@ class ObjectStatus(AvroModel):
     locked_by: str | None = None
     inbox: list[str] = Field(default_factory=list)
     pending_state: list[PendingStateEdit] = Field(default_factory=list)
+    inbox_sequence_numbers: list[int] = Field(default_factory=list)  # one per inbox entry
+    next_inbox_sequence_number: int = 0
 
 
 class StateEntry(AvroModel):

@@ -23,7 +23,7 @@ from admin_api.introspection import rows
 from admin_api.introspection.schema import TABLES
 from kafka_core.changelog_records import ChangelogRecords
 from schemas import changelog
-from schemas.records import InvocationPhase, InvocationStatus, ObjectStatus
+from schemas.records import InvocationStatus, ObjectStatus
 
 Row = rows.Row
 
@@ -124,7 +124,7 @@ class LiveTables:
                 inv = key[len(changelog.STATUS) + 1 :]
                 self._status(inv, None if raw is None else InvocationStatus.decode(raw))
             else:
-                self._object(key, None if raw is None else ObjectStatus.decode(raw), store)
+                self._object(key, None if raw is None else ObjectStatus.decode(raw))
 
     def _build(self, store: ChangelogRecords) -> None:
         for table in (self.status, self.events, self.inbox, self.keyed):
@@ -139,7 +139,7 @@ class LiveTables:
                     if prefix.startswith(changelog.STATUS):
                         self._status(key[len(prefix) :], InvocationStatus.decode(raw))
                     else:
-                        self._object(key, ObjectStatus.decode(raw), store)
+                        self._object(key, ObjectStatus.decode(raw))
                 if len(page) < self.PAGE:
                     break
                 after = page[-1][0]
@@ -153,21 +153,17 @@ class LiveTables:
             return
         self.status.put(inv, [rows.status_row(st)])
         self.events.put(inv, rows.event_rows(st))
-        if st.phase == InvocationPhase.INVOKED:
+        if rows.Invoked.reported(st):
             self.invoked[inv] = rows.Invoked.of(st)
         else:
             self.invoked.pop(inv, None)
 
-    def _object(self, key: str, obj: ObjectStatus | None, store: ChangelogRecords) -> None:
+    def _object(self, key: str, obj: ObjectStatus | None) -> None:
         if obj is None:
             self.inbox.put(key, [])
             self.keyed.put(key, [])
             return
-        created: dict[str, int | None] = {}
-        for inv in obj.inbox:
-            st = store.status(inv)
-            created[inv] = st.created_at_ms if st else None
-        inbox, keyed = rows.object_rows(obj, created)
+        inbox, keyed = rows.object_rows(obj)
         self.inbox.put(key, inbox)
         self.keyed.put(key, keyed)
 

@@ -221,8 +221,8 @@ def doc_error_code(f: AttemptFailed) -> str | None:
 
 @dataclass(frozen=True)
 class Invoked:
-    """What `sys_invocation_state` needs of an invoked invocation; its row depends on the time
-    of the query (a retry that is due is running)."""
+    """What `sys_invocation_state` needs of an invocation Restate's invoker has a status report
+    for; its row depends on the time of the query (a retry that is due is running)."""
 
     partition_key: int
     invocation_id: str
@@ -232,6 +232,17 @@ class Invoked:
     deployment_id: str | None
     server: str | None
     failure: AttemptFailed | None
+    paused: bool = False
+
+    @staticmethod
+    def reported(st: InvocationStatus) -> bool:
+        """Restate's invoker has a status report for an invoked invocation, and keeps it for one
+        paused while backing off (the pause drops the retry timer, not the report: its retry
+        count, cancelled retry time and last failure stay visible); any other pause, a
+        suspension or the end of the invocation ends it."""
+        if st.phase == InvocationPhase.INVOKED:
+            return True
+        return st.phase == InvocationPhase.PAUSED and st.next_retry_at_ms is not None
 
     @classmethod
     def of(cls, st: InvocationStatus) -> Invoked:
@@ -243,12 +254,19 @@ class Invoked:
             st.modified_at_ms,
             st.deployment_id,
             st.last_attempt_server,
-            st.last_failure,
+            # A report has a failure only once one of its own attempts failed (a new report, after
+            # a resume that counts from 0, has none yet), and forgets it when an attempt makes
+            # progress (Restate's `on_progress_made`; kinvoke: an entry stored since, which also
+            # counts a notification delivered while backing off, where Restate keeps it).
+            st.last_failure if st.retry_count > 0 and st.retry_count_since_last_stored_entry > 0 else None,
+            st.phase == InvocationPhase.PAUSED,
         )
 
     def in_flight(self, now_ms: int) -> bool:
         """kinvoke's changelog has no attempt starts: an invoked invocation runs unless it waits
-        for a retry that is not due yet."""
+        for a retry that is not due yet; a paused one runs nothing."""
+        if self.paused:
+            return False
         return self.next_retry_at_ms is None or self.next_retry_at_ms <= now_ms
 
     def row(self, now_ms: int) -> Row:
@@ -326,11 +344,18 @@ def event_rows(st: InvocationStatus) -> list[Row]:
     ]
 
 
-def object_rows(obj: ObjectStatus, created_at: dict[str, int | None]) -> tuple[list[Row], list[Row]]:
-    """(`sys_inbox` rows, `sys_keyed_service_status` rows) of one object. The inbox sequence
-    number is the position in the inbox (kinvoke keeps no global inbox counter)."""
+def object_rows(obj: ObjectStatus) -> tuple[list[Row], list[Row]]:
+    """(`sys_inbox` rows, `sys_keyed_service_status` rows) of one object.
+
+    As Restate's `append_inbox_row`: only invocations are listed, not the admin state edits
+    queued behind the lock (`InboxEntry::StateMutation` is skipped, restate issue 1101, though it
+    took a sequence number), and `created_at` (deprecated there) stays null. Sequence numbers
+    count per object here (per partition in Restate); records older than them get positions."""
     pk = partition_key_of(obj.key)
-    inbox = [(pk, obj.service, obj.key, inv, seq, created_at.get(inv)) for seq, inv in enumerate(obj.inbox)]
+    numbers = obj.inbox_sequence_numbers
+    if len(numbers) != len(obj.inbox):
+        numbers = list(range(len(obj.inbox)))
+    inbox = [(pk, obj.service, obj.key, inv, seq, None) for inv, seq in zip(obj.inbox, numbers, strict=True)]
     keyed = [(pk, obj.service, obj.key, obj.locked_by)] if obj.locked_by else []
     return inbox, keyed
 

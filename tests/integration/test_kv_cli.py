@@ -142,7 +142,10 @@ def test_services_openapi_cluster_health_and_405(kinvoke: Kinvoke) -> None:  # n
 
 def test_a_state_edit_waits_for_the_invocation_holding_the_lock(kinvoke: Kinvoke, tmp_path: Path) -> None:  # noqa: F811
     """As on Restate, an edit of a locked object is applied after the invocation holding the lock:
-    the Ledger handler (state read at its start, written at its end) does not overwrite it."""
+    the Ledger handler (state read at its start, written at its end) does not overwrite it. It
+    waits in line with the inbox: after the invocations queued before it, before those queued
+    after it; `sys_inbox` lists only the invocations, the edit leaving a gap in their sequence
+    numbers (as Restate 1.7.12 answered: 0 and 2)."""
     k = kinvoke
     with run_sdk_deployment("examples.python.ledger:app", log=tmp_path / "ledger.log") as uri:
         assert k.client.post(f"{k.admin}/deployments", json={"uri": uri}).status_code == 201
@@ -150,23 +153,33 @@ def test_a_state_edit_waits_for_the_invocation_holding_the_lock(kinvoke: Kinvoke
         while "Ledger" not in k.client.get(f"{k.ingress}/restate/health").json()["services"]:
             assert time.monotonic() < deadline, "the ingress did not learn the Ledger"
             time.sleep(0.1)
-        op = {"id": "a", "amount": 5, "sleep_ms": 3000}
+        op = {"id": "a", "amount": 5, "sleep_ms": 5000}
         assert k.call("Ledger/L1/apply/send", op).status_code == 202
         k.until(
             "select status from sys_invocation where target_service_key = 'L1'",
             lambda rows: [r["status"] for r in rows] == ["running"],
             "the ledger operation never ran",
         )
+        before = k.call("Ledger/L1/apply/send", {"id": "b", "amount": 1}).json()["invocationId"]
         edit = {"object_key": "L1", "new_state": {"balance": list(b"100"), "ops": list(b"[]")}}
         assert k.client.post(f"{k.admin}/services/Ledger/state", json=edit).status_code == 202
+        after = k.call("Ledger/L1/apply/send", {"id": "c", "amount": 2}).json()["invocationId"]
+        [first, second] = k.until(
+            "select id, sequence_number from sys_inbox where service_key = 'L1' order by sequence_number",
+            lambda rows: len(rows) == 2,
+            "the two operations never waited in the inbox",
+        )
+        assert (first["id"], second["id"]) == (before, after)
+        assert second["sequence_number"] - first["sequence_number"] == 2  # the edit took one
         k.until(
             "select status from sys_invocation where target_service_key = 'L1'",
-            lambda rows: [r["status"] for r in rows] == ["completed"],
-            "the ledger operation never completed",
+            lambda rows: [r["status"] for r in rows] == ["completed"] * 3,
+            "the ledger operations never completed",
         )
+        assert k.query("select count(*) as n from sys_inbox where service_key = 'L1'") == [{"n": 0}]
         rows = k.query("select key, value_utf8 from state where service_key = 'L1' order by key")
-        assert rows == [{"key": "balance", "value_utf8": "100"}, {"key": "ops", "value_utf8": "[]"}]
-        assert k.client.post(f"{k.ingress}/Ledger/L1/read").json() == {"balance": 100, "ops": []}
+        assert rows == [{"key": "balance", "value_utf8": "102"}, {"key": "ops", "value_utf8": '["c"]'}]
+        assert k.client.post(f"{k.ingress}/Ledger/L1/read").json() == {"balance": 102, "ops": ["c"]}
 
 
 def test_a_scoped_state_edit_and_the_admin_error_shapes(kinvoke: Kinvoke) -> None:  # noqa: F811

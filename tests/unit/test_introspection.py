@@ -26,9 +26,11 @@ from schemas import changelog
 from schemas.ids import InvocationId, partition_key_of
 from schemas.records import (
     AttemptFailed,
+    AttemptProgress,
     Command,
     Ended,
     HandlerType,
+    InvocationOperation,
     InvocationTarget,
     Invoke,
     InvokedBy,
@@ -43,6 +45,7 @@ from schemas.service_protocol import MessageType, encode_message
 from schemas.service_protocol import protocol_pb2 as pb
 from schemas.settings import Settings
 from tests.unit.state_machine.conftest import Harness, attempt, output, output_failure, propose, run, sleep
+from tests.unit.state_machine.test_pause_resume import operate
 
 T0 = 1_795_000_000_000  # 2026-11-18T11:06:40Z
 STACK = (
@@ -374,6 +377,104 @@ def test_a_failed_attempt_is_the_last_failure_while_backing_off_then_running(wor
         "related_command_name": "step-1",
         "related_command_type": "Run",
     }
+
+
+def _retry_columns(world: Harness, inv: str, now_ms: int) -> dict:
+    [row] = query(
+        world,
+        "SELECT status, retry_count, next_retry_at, last_start_at, last_failure, last_failure_error_code "
+        f"FROM sys_invocation WHERE id = '{inv}'",
+        now_ms=now_ms,
+    )
+    if "last_failure" in row:
+        row["last_failure"] = row["last_failure"].split("\n")[0]
+    return row
+
+
+FLAKY_FAILURE = "[500 Internal] RuntimeError('flaky: boom')"
+
+
+def test_paused_while_backing_off_the_retry_columns_stay_and_the_count_goes_on(world: Harness) -> None:
+    """As Restate 1.7.12 showed it (pause while backing off, then resume): the paused invocation
+    keeps retry_count, the cancelled next_retry_at and the last failure, and the resumed one
+    counts on from there."""
+    world.apply(operate(FLAKY, InvocationOperation.PAUSE, ts=T0 + 100))  # its retry was due at T0 + 520
+    assert _retry_columns(world, FLAKY, T0 + 600) == {
+        "status": "paused",
+        "retry_count": 1,
+        "next_retry_at": "2026-11-18T11:06:40.520+00:00",
+        "last_failure": FLAKY_FAILURE,
+        "last_failure_error_code": "RT0007",
+    }
+    world.apply(operate(FLAKY, InvocationOperation.RESUME, ts=T0 + 700))
+    assert _retry_columns(world, FLAKY, T0 + 800) == {
+        "status": "running",
+        "retry_count": 2,
+        "last_start_at": "2026-11-18T11:06:40.700+00:00",
+        "last_failure": FLAKY_FAILURE,  # kept until the next attempt makes progress or fails
+        "last_failure_error_code": "RT0007",
+    }
+    world.apply(attempt(T0 + 900, 4, [], AttemptFailed(code=500, message="again"), inv=FLAKY))
+    again = _retry_columns(world, FLAKY, T0 + 950)
+    assert (again["status"], again["retry_count"], again["last_failure"]) == (
+        "backing-off",
+        2,
+        "[500 Internal] again",
+    )
+
+
+def test_progress_after_a_failure_clears_the_last_failure(world: Harness) -> None:
+    """As measured on Restate 1.7.12 (a handler failing once after a step, then storing another):
+    once the retried attempt stores an entry, sys_invocation shows no last failure; the journal
+    event stays."""
+    progress = AttemptProgress(
+        invocation_id=FLAKY,
+        attempt=2,
+        deployment_id="dp_1",
+        protocol_version=6,
+        new_entries=[run(1, "step-1")],
+    )
+    world.apply(Command(timestamp_ms=T0 + 600, body=progress))
+    assert _retry_columns(world, FLAKY, T0 + 700) == {
+        "status": "running",
+        "retry_count": 2,
+        "last_start_at": "2026-11-18T11:06:40.520+00:00",
+    }
+    [event] = query(world, f"SELECT event_type FROM sys_journal_events WHERE id = '{FLAKY}'")
+    assert event == {"event_type": "TransientError"}
+
+
+def test_other_pauses_show_no_retry_columns_and_the_count_starts_again(world: Harness) -> None:
+    """A pause of a running attempt (or one by the retry policy) ends Restate's invoker report:
+    nothing in the retry columns while paused, and the resumed invocation counts from 1."""
+    # FLAKY's retry is due at T0 + 520, so it is running (again) when paused.
+    world.apply(operate(FLAKY, InvocationOperation.PAUSE, ts=T0 + 600))
+    assert _retry_columns(world, FLAKY, T0 + 650) == {"status": "paused"}
+    world.apply(operate(FLAKY, InvocationOperation.RESUME, ts=T0 + 700))
+    assert _retry_columns(world, FLAKY, T0 + 750) == {
+        "status": "running",
+        "retry_count": 1,
+        "last_start_at": "2026-11-18T11:06:40.700+00:00",
+    }
+
+
+def test_state_edits_waiting_for_the_lock_are_not_in_sys_inbox(world: Harness) -> None:
+    """As Restate's `append_inbox_row` (restate issue 1101) and as measured on Restate 1.7.12: an
+    admin state edit queued behind an object's lock is not listed, but it took a sequence number
+    (invocation, edit, invocation: 0 and 2 listed); `created_at` is null. An entry keeps its
+    number while the ones ahead of it leave."""
+    edit = PatchState(service="Counter", key="k1", new_state={"count": b"5"})
+    later = inv(8, "k1")
+    world.apply(Command(timestamp_ms=T0 + 95, body=edit))
+    world.apply(invoke(later, target("Counter", "add", "k1"), T0 + 96))
+    assert len(world.store.object("Counter", "k1").pending_state) == 1  # it does wait in line
+    sql = "SELECT * FROM sys_inbox ORDER BY sequence_number"
+    rows = query(world, sql)
+    listed = [(r["id"], r["service_key"], r["sequence_number"]) for r in rows]
+    assert listed == [(OBJ_B, "k1", 0), (later, "k1", 2)]
+    assert all("created_at" not in r for r in rows)
+    world.apply(attempt(T0 + 97, 1, [output(b"1")], Ended(), inv=OBJ_A))  # OBJ_B takes the lock
+    assert [(r["id"], r["sequence_number"]) for r in query(world, sql)] == [(later, 2)]
 
 
 def test_statuses_suspension_inbox_lock_and_schedule(world: Harness) -> None:

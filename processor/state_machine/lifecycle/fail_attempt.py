@@ -3,6 +3,10 @@
 The policy is the invocation's own (its options: handler over service over the server's
 defaults); unset parts are Restate's: 500 ms initial, factor 2, at most 60 s between attempts,
 70 attempts, then pause (or kill: the invocation ends with the last failure).
+
+The policy counts `retry_attempts` (a new retry loop after a resume or a suspension, as Restate's
+invoker makes a new `RetryIter` for each new invocation task); `retry_count` is what
+`sys_invocation` shows, the failures since the invoker's status report for it began.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ class RetryPolicy:
     max_attempts: int | None = 70  # None: retry forever
     on_max_attempts: str = "Pause"  # or "Kill"
 
-    def delay_ms(self, retry_count: int) -> int:
-        """Delay before retry number `retry_count` (1-based)."""
-        delay = self.initial_interval_ms * self.factor ** max(retry_count - 1, 0)
+    def delay_ms(self, retry: int) -> int:
+        """Delay before retry number `retry` (1-based)."""
+        delay = self.initial_interval_ms * self.factor ** max(retry - 1, 0)
         return int(min(delay, self.max_interval_ms))
 
     @classmethod
@@ -59,9 +63,10 @@ DEFAULT_RETRY_POLICY = RetryPolicy()
 def apply(ctx: StepContext, status: InvocationStatus, failure: AttemptFailed) -> None:
     policy = RetryPolicy.of(status.options)
     status.retry_count += 1
+    status.retry_attempts += 1
     status.retry_count_since_last_stored_entry += 1
     status.last_failure = failure
-    if policy.max_attempts is not None and status.retry_count >= policy.max_attempts:
+    if policy.max_attempts is not None and status.retry_attempts >= policy.max_attempts:
         status.next_retry_at_ms = None
         if policy.on_max_attempts == "Kill":
             # Restate's "kill" on max attempts: the invocation ends with the last failure.
@@ -71,7 +76,7 @@ def apply(ctx: StepContext, status: InvocationStatus, failure: AttemptFailed) ->
         return
     delay = failure.next_retry_delay_ms if failure.next_retry_delay_ms is not None else None
     if delay is None:
-        delay = policy.delay_ms(status.retry_count)
+        delay = policy.delay_ms(status.retry_attempts)
     status.next_retry_at_ms = ctx.now_ms + delay
     status.attempt += 1
     ctx.emit(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from processor.state_machine.actions import AbortAttempt, SendAccepted
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import call_tree, end_invocation, patch_state, signal
+from processor.state_machine.lifecycle import call_tree, end_invocation, object_lock, signal
 from schemas.records import (
     Failure,
     InvocationPhase,
@@ -63,7 +63,5 @@ def _leave_inbox(ctx: StepContext, status: InvocationStatus) -> None:
         return
     obj = ctx.txn.store.object(status.target.service, status.target.key)
     if status.invocation_id in obj.inbox:
-        position = obj.inbox.index(status.invocation_id)
-        del obj.inbox[position]
-        patch_state.left_inbox(obj, position)
+        object_lock.leave_inbox(obj, obj.inbox.index(status.invocation_id))
         ctx.txn.put_object(obj)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from processor.state_machine import journal
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import suspend
+from processor.state_machine.lifecycle import pause, suspend
 from schemas.records import InvocationPhase, InvocationStatus
 
 NotificationId = tuple[str, int | str]  # ("completion" | "signal" | "named", id)
@@ -30,6 +30,7 @@ def notify(ctx: StepContext, status: InvocationStatus, frame: bytes, ident: Noti
     if status.phase == InvocationPhase.PAUSED:
         # As Restate: a paused invocation runs again only when resumed, or to handle a cancel.
         if ident == CANCEL:
+            pause.new_retry_loop(status)
             suspend.resume(ctx, status)
         return
     waiting = status.waiting

@@ -40,6 +40,7 @@ def apply(ctx: StepContext, cmd: PatchState) -> None:
         _replace_state(ctx, obj, edit)
         return
     obj.pending_state.append(edit)
+    obj.next_inbox_sequence_number += 1  # Restate's inbox counter numbers a queued edit too
     ctx.txn.put_object(obj)
 
 

@@ -4,14 +4,21 @@ runs a new attempt at once; one backing off retries now.
 Optionally on another deployment (resolved by the admin API, which has the registry): only for
 a paused or suspended invocation that has a pinned deployment whose protocol version the new
 one supports, as in Restate (`resolve_pinned_deployment`); "latest" with nothing pinned yet
-changes nothing. The retry count starts again, as Restate's invoker starts a new retry loop.
+changes nothing.
+
+Counting as Restate's invoker: the resumed attempt is a new invocation task with a new retry
+loop (`retry_attempts` from 0, so the retry policy's max attempts count from the resume), but
+`retry_count` (sys_invocation) goes on where it was when the invocation was paused while backing
+off, because the invoker kept that status report (`pause.keeps_report`); otherwise it starts
+again. A backing-off invocation resumed without a pause keeps its retry loop (Restate's
+`RetryNow`).
 """
 
 from __future__ import annotations
 
 from processor.state_machine.actions import InvokeAttempt
 from processor.state_machine.context import StepContext
-from processor.state_machine.lifecycle import deployment_patch
+from processor.state_machine.lifecycle import deployment_patch, pause
 from schemas.records import InvocationPhase, InvocationStatus, OperateInvocation, OperationOutcome
 
 
@@ -30,10 +37,9 @@ def apply(ctx: StepContext, status: InvocationStatus, cmd: OperateInvocation) ->
         return chosen
     if chosen is not None:
         status.deployment_id = chosen
+    pause.new_retry_loop(status)
     status.phase = InvocationPhase.INVOKED
     status.waiting = None
-    status.retry_count = 0
-    status.next_retry_at_ms = None
     status.attempt += 1
     status.modified_at_ms = ctx.now_ms
     ctx.emit(InvokeAttempt(status.invocation_id, attempt=status.attempt))

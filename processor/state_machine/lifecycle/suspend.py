@@ -17,7 +17,9 @@ def apply(ctx: StepContext, status: InvocationStatus, waiting: Suspended) -> Non
     wanted: set[tuple[str, int | str]] = {("completion", c) for c in waiting.waiting_completions}
     wanted |= {("signal", s) for s in waiting.waiting_signals}
     wanted |= {("named", n) for n in waiting.waiting_named_signals}
+    # Restate's invoker ends its status report and its retry loop when an attempt suspends.
     status.retry_count = 0
+    status.retry_attempts = 0
     status.last_failure = None
     status.next_retry_at_ms = None
     if wanted & present:

@@ -150,3 +150,31 @@ def test_a_scoped_edit_belongs_to_its_scopes_partition() -> None:
     assert rejection(edit, home, 64) is None
     reason = rejection(edit, partition_of(partition_key_of("k1"), 64), 64)
     assert reason is not None and f"belongs to partition {home} (its scope 's1'" in reason
+
+
+def test_inbox_entries_and_queued_edits_take_sequence_numbers_that_stay(sm: Harness) -> None:
+    """As Restate's inbox counter: an invocation put in the inbox and an edit queued behind the
+    lock each take the next number; an entry keeps its number as others leave."""
+    a, b, c, d = inv_id(1), inv_id(2), inv_id(3), inv_id(4)
+    sm.apply(invoke_object(a), invoke_object(b), patch({"count": b"5"}), invoke_object(c))
+    obj = sm.store.object("Counter", "k1")
+    assert (obj.inbox, obj.inbox_sequence_numbers, obj.next_inbox_sequence_number) == ([b, c], [0, 2], 3)
+    sm.apply(
+        Command(timestamp_ms=1600, body=ManageInvocation(invocation_id=b, operation=ManageOperation.KILL))
+    )
+    sm.apply(invoke_object(d))
+    obj = sm.store.object("Counter", "k1")
+    assert (obj.inbox, obj.inbox_sequence_numbers) == ([c, d], [2, 3])
+    sm.apply(attempt(2000, 1, [output(b"1")], Ended(), inv=a))  # the edit applies, c takes the lock
+    assert sm.store.object("Counter", "k1").inbox_sequence_numbers == [3]
+
+
+def test_an_inbox_stored_before_sequence_numbers_is_numbered_by_position(sm: Harness) -> None:
+    a, b, c = inv_id(1), inv_id(2), inv_id(3)
+    sm.apply(invoke_object(a), invoke_object(b))
+    old = sm.store.object("Counter", "k1")
+    old.inbox_sequence_numbers, old.next_inbox_sequence_number = [], 0
+    sm.store.restore(changelog.object_key("Counter", "k1"), old.encode())
+    sm.apply(invoke_object(c))
+    obj = sm.store.object("Counter", "k1")
+    assert (obj.inbox, obj.inbox_sequence_numbers, obj.next_inbox_sequence_number) == ([b, c], [0, 1], 2)

@@ -21,7 +21,7 @@ from schemas.records import (
     Success,
     Suspended,
 )
-from tests.unit.state_machine.conftest import INV, Harness, attempt, invoke, output
+from tests.unit.state_machine.conftest import INV, Harness, attempt, invoke, output, sleep
 from tests.unit.state_machine.test_objects import inv_id, invoke_object
 from tests.unit.state_machine.test_retention import with_options
 
@@ -69,16 +69,19 @@ def test_resume_runs_a_new_attempt_that_completes(sm: Harness) -> None:
     assert status(sm).phase == InvocationPhase.COMPLETED
 
 
-def test_a_suspended_invocation_pauses_without_abort_and_forgets_what_it_awaited(sm: Harness) -> None:
+def test_a_suspended_invocation_is_already_paused_and_stays_suspended(sm: Harness) -> None:
+    """Restate 1.7.12 (no vqueues) answers "already paused" (200) and changes nothing: measured,
+    the invocation stays suspended and a notification still wakes it."""
     sm.apply(invoke(), attempt(2000, 1, [], Suspended(waiting_completions=[1])))
+    before = status(sm)
     actions = sm.apply(operate(INV, PAUSE))
-    assert answer(actions).outcome == OperationOutcome.ACCEPTED
+    assert answer(actions).outcome == OperationOutcome.ALREADY_PAUSED
     assert not any(isinstance(a, AbortAttempt) for a in actions)
-    assert status(sm).phase == InvocationPhase.PAUSED and status(sm).waiting is None
+    assert status(sm) == before and sm.steps[-1].writes == []
     assert InvokeAttempt(INV, attempt=2) in sm.apply(operate(INV, RESUME, ts=6000))
 
 
-def test_only_running_or_suspended_invocations_pause(sm: Harness) -> None:
+def test_only_running_invocations_pause(sm: Harness) -> None:
     assert answer(sm.apply(operate(INV, PAUSE))).outcome == OperationOutcome.NOT_FOUND
     a, b = inv_id(1), inv_id(2)
     sm.apply(invoke_object(a), invoke_object(b))  # b waits in the inbox
@@ -121,9 +124,72 @@ def test_resume_of_an_invocation_backing_off_retries_now(sm: Harness) -> None:
 def test_resume_after_max_attempts_paused_it_starts_counting_again(sm: Harness) -> None:
     sm.apply(with_options(invoke(), retry_max_attempts=1))
     sm.apply(attempt(1100, 1, [], AttemptFailed(code=500, message="boom")))
-    assert status(sm).phase == InvocationPhase.PAUSED
+    assert status(sm).phase == InvocationPhase.PAUSED and status(sm).next_retry_at_ms is None
     assert InvokeAttempt(INV, attempt=2) in sm.apply(operate(INV, RESUME, ts=3000))
-    assert status(sm).retry_count == 0
+    assert status(sm).retry_count == 0 and status(sm).retry_attempts == 0
+
+
+BOOM = AttemptFailed(code=500, message="boom")
+
+
+def test_a_pause_while_backing_off_keeps_counting_retries_after_the_resume(sm: Harness) -> None:
+    """As measured on Restate 1.7.12: paused after 2 failed attempts (backing off), sys_invocation
+    still shows retry_count 2, the cancelled retry time and the last failure; resumed, the count
+    goes on (3, 4, ...) while the retry policy's max attempts count from the resume."""
+    sm.apply(
+        with_options(
+            invoke(), retry_max_attempts=3, retry_initial_interval_ms=1000, retry_exponentiation_factor=1
+        )
+    )
+    sm.apply(attempt(1100, 1, [], BOOM), attempt(2200, 2, [], BOOM))  # retry due at 3200
+    assert (status(sm).retry_count, status(sm).retry_attempts, status(sm).next_retry_at_ms) == (2, 2, 3200)
+    assert answer(sm.apply(operate(INV, PAUSE, ts=2500))).outcome == OperationOutcome.ACCEPTED
+    paused = status(sm)
+    assert paused.phase == InvocationPhase.PAUSED and paused.attempt == 4  # attempt 3 was aborted
+    assert (paused.retry_count, paused.next_retry_at_ms, paused.last_failure) == (2, 3200, BOOM)
+    sm.apply(attempt(3300, 3, [], BOOM))  # the aborted attempt's late report is stale
+    assert status(sm).retry_count == 2 and status(sm).phase == InvocationPhase.PAUSED
+    actions = sm.apply(operate(INV, RESUME, ts=4000))
+    assert InvokeAttempt(INV, attempt=5) in actions
+    resumed = status(sm)
+    assert (resumed.retry_count, resumed.retry_attempts, resumed.next_retry_at_ms) == (2, 0, None)
+    # Two more failures: still retrying (the policy's loop started again at the resume) ...
+    sm.apply(attempt(4100, 5, [], BOOM), attempt(5200, 6, [], BOOM))
+    assert status(sm).phase == InvocationPhase.INVOKED and status(sm).retry_count == 4
+    # ... and the third one since the resume uses up its 3 attempts.
+    sm.apply(attempt(6300, 7, [], BOOM))
+    assert status(sm).phase == InvocationPhase.PAUSED and status(sm).retry_count == 5
+    assert status(sm).next_retry_at_ms is None  # paused by the policy: Restate ends the report
+
+
+def test_a_pause_of_a_running_attempt_starts_the_count_again_on_resume(sm: Harness) -> None:
+    """The retry after a failure is running when paused (its time has come): Restate's invoker
+    ends its report when that attempt ends, so the resumed invocation counts from 0 again."""
+    sm.apply(invoke(), attempt(1100, 1, [], BOOM))  # retry due at 1600
+    sm.apply(operate(INV, PAUSE, ts=1700))
+    assert status(sm).next_retry_at_ms is None and status(sm).retry_count == 1
+    sm.apply(operate(INV, RESUME, ts=1800))
+    assert (status(sm).retry_count, status(sm).retry_attempts) == (0, 0)
+
+
+def test_a_suspended_invocation_resumed_counts_from_zero(sm: Harness) -> None:
+    sm.apply(
+        invoke(), attempt(1100, 1, [], BOOM), attempt(1700, 2, [sleep(1)], Suspended(waiting_completions=[1]))
+    )
+    assert (status(sm).retry_count, status(sm).retry_attempts) == (0, 0)  # a suspension ends the report
+    sm.apply(operate(INV, RESUME, ts=1900))
+    assert status(sm).phase == InvocationPhase.INVOKED
+    assert (status(sm).retry_count, status(sm).next_retry_at_ms) == (0, None)
+
+
+def test_a_cancel_of_an_invocation_paused_while_backing_off_keeps_counting(sm: Harness) -> None:
+    sm.apply(invoke(), attempt(1100, 1, [], BOOM), operate(INV, PAUSE, ts=1200))  # retry was due at 1600
+    assert status(sm).next_retry_at_ms == 1600
+    cancel = ManageInvocation(invocation_id=INV, operation=ManageOperation.CANCEL)
+    assert InvokeAttempt(INV, attempt=4) in sm.apply(Command(timestamp_ms=1300, body=cancel))
+    resumed = status(sm)
+    assert resumed.phase == InvocationPhase.INVOKED
+    assert (resumed.retry_count, resumed.retry_attempts, resumed.next_retry_at_ms) == (1, 0, None)
 
 
 def test_resume_on_another_deployment_repins_when_it_speaks_the_pinned_protocol(sm: Harness) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from processor.state_machine import InvokeAttempt
 from schemas.ids import InvocationId
 from schemas.records import (
+    AttemptFailed,
     Command,
     Ended,
     InvocationOperation,
@@ -19,6 +20,7 @@ from schemas.records import (
 from schemas.service_protocol import Frame, MessageType
 from tests.unit.state_machine.conftest import INV, Harness, attempt, invoke, output, propose, run
 from tests.unit.state_machine.test_pause_resume import answer, operate, status
+from tests.unit.state_machine.test_retention import with_options
 
 PURGE_JOURNAL, RESTART = InvocationOperation.PURGE_JOURNAL, InvocationOperation.RESTART_AS_NEW
 NEW = str(InvocationId.generate(InvocationId.parse(INV).partition_key, 1_700_000_001_000, 7))
@@ -142,3 +144,17 @@ def test_a_restarted_invocation_keeps_the_original_random_seed(sm: Harness) -> N
     third = str(InvocationId.generate(InvocationId.parse(INV).partition_key, 1_700_000_003_000, 9))
     sm.apply(operate(NEW, RESTART, ts=9600, new_invocation_id=third))
     assert status(sm, third).seed_invocation_id == INV
+
+
+def test_restart_as_new_counts_retries_from_zero(sm: Harness) -> None:
+    """A new invocation: Restate's invoker has no report for its id yet, so sys_invocation's
+    retry_count starts again, and so does the retry policy."""
+    sm.apply(with_options(invoke(), retry_max_attempts=2, retry_on_max_attempts="Kill"))
+    sm.apply(attempt(1100, 1, [], AttemptFailed(code=500, message="boom")))
+    sm.apply(attempt(2000, 2, [], AttemptFailed(code=500, message="boom")))
+    old = status(sm)
+    assert old.phase == InvocationPhase.COMPLETED and (old.retry_count, old.retry_attempts) == (2, 2)
+    assert answer(sm.apply(restart())).outcome == OperationOutcome.DONE
+    new = status(sm, NEW)
+    assert (new.retry_count, new.retry_attempts, new.next_retry_at_ms, new.last_failure) == (0, 0, None, None)
+    assert new.options == old.options  # the same policy, counted anew
