@@ -66,8 +66,50 @@ def _fields(body: Any, struct: str, required: dict[str, str], optional: dict[str
     return body
 
 
+# The bytes the `http` crate takes in a URI authority (its URI_CHARS table), besides '%'.
+_AUTHORITY_CHARS = frozenset(
+    b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!$&'()*+,;=-._~:@[]/?#"
+)
+
+
+def authority_error(name: str) -> str | None:
+    """Why Restate refuses `name` as a cluster name: it is deserialized as a URI authority (the
+    `http` crate's `Authority`, the cluster being the host of `kafka://{cluster}/{topic}`)."""
+    raw = name.encode()
+    if not raw:
+        return "empty string"
+    colons, opened, closed, percent, at_sign, end = 0, False, False, False, None, len(raw)
+    for i, b in enumerate(raw):
+        if b in b"/?#":
+            end = i
+            break
+        if b == ord(":"):
+            if colons >= 8:
+                return "invalid authority"
+            colons += 1
+        elif b == ord("["):
+            if percent or opened:
+                return "invalid authority"
+            opened = True
+        elif b == ord("]"):
+            if not opened or closed:
+                return "invalid authority"
+            closed, colons, percent = True, 0, False
+        elif b == ord("@"):
+            at_sign, colons, percent = i, 0, False
+        elif b == ord("%"):
+            percent = True
+        elif b not in _AUTHORITY_CHARS:
+            return "invalid uri character"
+    if opened != closed or colons > 1 or (end > 0 and at_sign == end - 1) or percent:
+        return "invalid authority"
+    return "invalid uri character" if end != len(raw) else None
+
+
 def new_cluster(registry: Registry, body: Any) -> KafkaClusterRecord:
     body = _fields(body, "CreateKafkaClusterRequest", {"name": "a string", "properties": "a map"}, {})
+    if (why := authority_error(body["name"])) is not None:
+        raise json_body.mismatch(f"name: {why}", ("name",))
     props = _cluster_properties(body["name"], body["properties"])
     if body["name"] in registry.clusters:
         raise RegistryError(409, f"the Kafka cluster '{body['name']}' already exists")

@@ -616,6 +616,29 @@ async def test_kafka_cluster_and_subscription_bodies_that_do_not_fit_are_422(wor
     assert world.store.log == []
 
 
+async def test_a_kafka_cluster_name_must_be_a_uri_authority_as_restate(world: World) -> None:
+    """Restate 1.7.12 (measured) deserializes the name as the `http` crate's URI authority."""
+    props = ',"properties":{"bootstrap.servers":"127.0.0.1:9"}}'
+    deserialize = "Failed to deserialize the JSON body into the target type: "
+    for name, message in [
+        ("bad name", "name: invalid uri character at line 1 column 18"),
+        ("a/b", "name: invalid uri character at line 1 column 13"),
+        ("ünï", "name: invalid uri character at line 1 column 15"),
+        ("A%20B", "name: invalid authority at line 1 column 15"),
+        ("a?b", "name: invalid uri character at line 1 column 13"),
+        ("a#b", "name: invalid uri character at line 1 column 13"),
+        ("", "name: empty string at line 1 column 10"),
+    ]:
+        raw = f'{{"name":"{name}"{props}'.encode()
+        r = await world.client.post("/kafka-clusters", data=raw, headers={"content-type": "application/json"})
+        assert await plain_error(r, 422) == deserialize + message, name
+    assert world.store.log == []
+    for name in ("good-name", "a:b", "a.b_c", "a@b", "x" * 300):
+        raw = f'{{"name":"{name}"{props}'.encode()
+        r = await world.client.post("/kafka-clusters", data=raw, headers={"content-type": "application/json"})
+        assert r.status == 201, (name, await r.text())
+
+
 async def test_update_and_delete_a_kafka_cluster_as_restate(world: World) -> None:
     """`PATCH` and `DELETE /kafka-clusters/{name}` with Restate 1.7.12's answers (measured)."""
     c = world.client
