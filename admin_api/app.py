@@ -527,6 +527,8 @@ async def pause_invocation(request: web.Request) -> web.Response:
 
 
 async def resume_invocation(request: web.Request) -> web.Response:
+    if "deployment" in request.query:  # resolved with the invocation's service from the copy
+        await _read_your_writes(request)
     return await invocation_ops.resume(
         _control(request),
         request.match_info["invocation"],
@@ -541,6 +543,8 @@ async def purge_journal(request: web.Request) -> web.Response:
 
 
 async def restart_as_new(request: web.Request) -> web.Response:
+    if "deployment" in request.query:  # resolved with the invocation's service from the copy
+        await _read_your_writes(request)
     return await invocation_ops.restart_as_new(
         _control(request),
         request.match_info["invocation"],
@@ -579,6 +583,24 @@ def _changelog(request: web.Request) -> ChangelogView:
     return view  # type: ignore[return-value]
 
 
+# How long a read waits for the admin's copy of the changelog to catch up before it answers
+# from what the copy holds (Kafka unreachable, the copy rebuilding).
+READ_BARRIER_S = 5.0
+
+
+async def _read_your_writes(request: web.Request) -> None:
+    """Bring the changelog copy up to what is committed now, so a query right after a call (or an
+    idempotent send's 202) sees it, as Restate's queries read the partition stores that answered."""
+    view = request.app.get(CHANGELOG_KEY)
+    catch_up = getattr(view, "catch_up", None)
+    if catch_up is None:  # a copy with no Kafka behind it (unit tests' stand-ins)
+        return
+    try:
+        await asyncio.to_thread(catch_up, READ_BARRIER_S)
+    except TimeoutError as e:
+        log.warning("introspection.read_behind", reason=str(e))
+
+
 def _sql_source(request: web.Request) -> introspection.Source:
     """The changelog view's tables (a view without them, as in tests, is read afresh per query)."""
     view = _changelog(request)
@@ -598,6 +620,7 @@ async def query(request: web.Request) -> web.Response:
     if not isinstance(sql, str):
         raise json_body.invalid_type(sql, "a string", ("query",))
     source = _sql_source(request)
+    await _read_your_writes(request)
     registry = _store(request).snapshot()
     try:
         table = await asyncio.to_thread(introspection.run_query, source, registry, sql)
@@ -614,7 +637,9 @@ async def query(request: web.Request) -> web.Response:
 async def list_invocations(request: web.Request) -> web.Response:
     """`GET /invocations` with filters and paging (`introspection.rest`)."""
     params = {name: request.query.getall(name) for name in request.query}
-    source, registry = _sql_source(request), _store(request).snapshot()
+    source = _sql_source(request)
+    await _read_your_writes(request)
+    registry = _store(request).snapshot()
     try:
         body = await asyncio.to_thread(introspection.list_invocations, source, registry, params)
     except introspection.BadRequest as e:
@@ -624,7 +649,9 @@ async def list_invocations(request: web.Request) -> web.Response:
 
 async def get_invocation(request: web.Request) -> web.Response:
     inv = str(invocations.parse_invocation_id(request.match_info["invocation"]))
-    source, registry = _sql_source(request), _store(request).snapshot()
+    source = _sql_source(request)
+    await _read_your_writes(request)
+    registry = _store(request).snapshot()
     found = await asyncio.to_thread(introspection.get_invocation, source, registry, inv)
     if found is None:
         raise RegistryError(404, f"The requested invocation '{inv}' does not exist")

@@ -112,6 +112,11 @@ class ChangelogView:
     def health(self) -> str | None:
         return self._view.health()
 
+    def catch_up(self, timeout_s: float) -> None:
+        """Apply every changelog record committed before this call (TimeoutError if that cannot
+        be done in time): a query then sees every invocation whose answer anyone has had."""
+        self._view.catch_up(timeout_s)
+
     def _apply(self, key: str, value: bytes | None, partition: int, offset: int) -> None:
         with self.lock:
             self.store.kv.put(key, value)

@@ -82,3 +82,35 @@ def test_an_unknown_service_is_still_404_and_answered_quickly(stack: Stack) -> N
     # Catching up is one end-offset request to Kafka, not a wait for a timeout.
     assert per_request < 0.5, f"a 404 took {per_request:.3f}s on average"
     stack.check_alive()
+
+
+def test_a_query_right_after_a_call_or_an_idempotent_send_sees_it(stack: Stack) -> None:
+    """The admin answers SQL from its own copy of the changelog, another process than the one
+    that answered the call: it catches up with what is committed before it runs a query, so the
+    invocation a client just had an answer for is there, as on Restate (whose queries read the
+    partition stores that answered). A send with an idempotency key is answered once the
+    processor has taken it (as Restate's waits for the submit notification); a plain send's 202
+    only says it was appended, on Restate as here."""
+    stack.register()
+    with httpx.Client(timeout=30) as client:
+        for round_ in range(ROUNDS // 2):
+            call = client.post(f"{stack.ingress_url}/Greeter/greet", json=f"round {round_}")
+            assert call.status_code == 200, call.text
+            called = call.headers["x-restate-id"]
+            sent = client.post(
+                f"{stack.ingress_url}/Greeter/greet/send",
+                json=f"sent {round_}",
+                headers={"idempotency-key": f"{stack.prefix}-{round_}"},
+            )
+            assert sent.status_code == 202, sent.text
+            queued = sent.json()["invocationId"]
+            sql = f"SELECT id, status FROM sys_invocation WHERE id IN ('{called}', '{queued}')"
+            r = client.post(
+                f"{stack.admin_url}/query", json={"query": sql}, headers={"accept": "application/json"}
+            )
+            assert r.status_code == 200, r.text
+            rows = {row["id"]: row["status"] for row in r.json()["rows"]}
+            assert rows.get(called) == "completed", f"round {round_}: {rows}"
+            assert queued in rows, f"round {round_}: the send is not in sys_invocation: {rows}"
+            described = client.get(f"{stack.admin_url}/invocations/{called}")
+            assert described.status_code == 200, described.text

@@ -282,6 +282,40 @@ async def test_invocation_operations_map_to_restates_answers() -> None:
     assert control.calls[-1] == (ids[1], ManageOperation.KILL)
 
 
+async def test_reads_catch_up_with_the_changelog_first_and_answer_anyway_when_they_cannot() -> None:
+    """Each query and invocation read brings the copy up to what is committed (read-your-writes);
+    when Kafka does not let it (a timeout), the read answers from what the copy holds."""
+    import threading
+
+    from tests.unit.state_machine.conftest import INV, Harness, invoke
+
+    sm = Harness()
+    sm.apply(invoke(ts=1_795_000_000_000))
+    waits: list[float] = []
+
+    class View:
+        store = sm.store
+        lock = threading.Lock()
+        reachable = True
+
+        def catch_up(self, timeout_s: float) -> None:
+            waits.append(timeout_s)
+            if not self.reachable:
+                raise TimeoutError("cannot read the end offsets of changelog")
+
+    view = View()
+    app = admin_app.create_admin_app(MemoryRegistryStore(), Settings(), changelog=view)  # type: ignore[arg-type]
+    async with TestClient(TestServer(app)) as c:
+        sql = {"query": "SELECT id FROM sys_invocation"}
+        r = await c.post("/query", json=sql, headers={"accept": "application/json"})
+        assert (r.status, await r.json(), waits) == (200, {"rows": [{"id": INV}]}, [admin_app.READ_BARRIER_S])
+        assert (await c.get(f"/invocations/{INV}")).status == 200 and len(waits) == 2
+        assert (await c.get("/invocations")).status == 200 and len(waits) == 3
+        view.reachable = False
+        r = await c.post("/query", json=sql, headers={"accept": "application/json"})
+        assert (r.status, await r.json(), len(waits)) == (200, {"rows": [{"id": INV}]}, 4)
+
+
 async def test_query_and_invocations_from_the_changelog_view() -> None:
     import threading
 
