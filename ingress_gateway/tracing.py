@@ -8,29 +8,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from kafka_core.tracing import PROPAGATOR, traceparent_of, tracer_provider
+from kafka_core.tracing import PROPAGATOR, ComponentTracing, traceparent_of
 from schemas.settings import Settings
 
 _CONTEXT_HEADERS = ("traceparent", "tracestate")
 
 
-class IngressTracing:
+class IngressTracing(ComponentTracing):
     """The ingress' tracer; every method is a no-op while tracing is off."""
 
     def __init__(self, settings: Settings, exporter: SpanExporter | None = None) -> None:
-        self._provider = tracer_provider(settings, "ingress", exporter)
-        self.enabled = self._provider is not None
-        self._tracer: trace.Tracer = (
-            trace.NoOpTracer() if self._provider is None else self._provider.get_tracer("kinvoke.ingress")
-        )
-
-    def shutdown(self) -> None:
-        if self._provider is not None:
-            self._provider.shutdown()  # exports what is batched
+        super().__init__(settings, "ingress", exporter)
 
     def start_request(
         self,

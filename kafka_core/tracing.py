@@ -48,6 +48,29 @@ def tracer_provider(
     return provider
 
 
+class ComponentTracing:
+    """A component's tracer (a no-op one while tracing is off) and its shutdown."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        component: str,
+        exporter: SpanExporter | None = None,
+        id_generator: IdGenerator | None = None,
+    ) -> None:
+        self._provider = tracer_provider(settings, component, exporter, id_generator)
+        self.enabled = self._provider is not None
+        self._tracer: trace.Tracer = (
+            trace.NoOpTracer()
+            if self._provider is None
+            else self._provider.get_tracer(f"kinvoke.{component}")
+        )
+
+    def shutdown(self) -> None:
+        if self._provider is not None:
+            self._provider.shutdown()  # exports what is batched
+
+
 def parse_traceparent(traceparent: str | None) -> SpanContext | None:
     if not traceparent:
         return None

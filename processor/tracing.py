@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from kafka_core.tracing import parse_traceparent, traceparent_of, tracer_provider
+from kafka_core.tracing import ComponentTracing, parse_traceparent, traceparent_of
 from schemas.service_protocol import Frame, decode_message
 from schemas.settings import Settings
 
@@ -42,19 +42,11 @@ class _Ids(RandomIdGenerator):
         return forced[0] if forced is not None else super().generate_trace_id()
 
 
-class Tracing:
+class Tracing(ComponentTracing):
     """The processor's tracer; every method is a no-op while tracing is off."""
 
     def __init__(self, settings: Settings, exporter: SpanExporter | None = None) -> None:
-        self._provider = tracer_provider(settings, "processor", exporter, _Ids())
-        self.enabled = self._provider is not None
-        self._tracer: trace.Tracer = (
-            trace.NoOpTracer() if self._provider is None else self._provider.get_tracer("kinvoke.processor")
-        )
-
-    def shutdown(self) -> None:
-        if self._provider is not None:
-            self._provider.shutdown()  # exports what is batched
+        super().__init__(settings, "processor", exporter, _Ids())
 
     def start_attempt(
         self, invocation_id: str, traceparent: str | None, target: str, attempt: int
