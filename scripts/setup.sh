@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates .venv at the repo root and installs kinvoke with its test tools and the pip-only broker
 # emulator, then fetches Apache Kafka (scripts/kafka/pom.xml) with Maven into .kinvoke/kafka-libs/
-# for `kinvoke dev` and the tests. Without Java >= 17 or Maven it says so in one line and installs
+# for `kinvoke dev` and the tests, and a real schema registry (scripts/schema-registry/pom.xml) into
+# .kinvoke/schema-registry/ for its test. Without Java >= 17 or Maven it says so in one line and installs
 # the Python side only (then use `kinvoke dev --broker local`). `--require-kafka` (CI) makes that
 # an error instead.
 set -euo pipefail
@@ -76,9 +77,7 @@ if ! ts_sdk && [ "$REQUIRE_KAFKA" = 1 ]; then
   exit 1
 fi
 
-# --- Apache Kafka ----------------------------------------------------------------------------
-POM=scripts/kafka/pom.xml
-LIBS=.kinvoke/kafka-libs
+# --- Java and Maven (Apache Kafka, the schema registry) --------------------------------------
 # The same Java kinvoke/broker.py runs: $JAVA_HOME/bin/java if set, else java on PATH.
 JAVA=java
 if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
@@ -108,24 +107,56 @@ if ! [[ "$major" =~ ^[0-9]+$ ]] || [ "$major" -lt 17 ]; then
   no_kafka "Java >= 17 needed, $JAVA is version '${major:-unknown}'"
 fi
 
-# Skip when the jars of exactly this pom are already there (COMPLETE holds the pom's checksum and
-# is written last, so an interrupted download is redone).
-want=$(sha256sum "$POM" | cut -d' ' -f1)
-if [ -f "$LIBS/COMPLETE" ] && [ "$(cat "$LIBS/COMPLETE")" = "$want" ]; then
-  exit 0
-fi
-command -v mvn >/dev/null 2>&1 || no_kafka "no mvn found (Maven fetches the Kafka jars)"
+# Maven fetches the dependencies of pom $2 into $3 (with everything they pull in: `copy`) or
+# unpacks them there (`unpack`), unless the files of exactly this pom are already there (COMPLETE
+# holds the pom's checksum and is written last, so an interrupted download is redone); $5 is a
+# file that must then be there. Fails (1) with the end of Maven's output.
+fetch_pom() {
+  local how=$1 pom=$2 dir=$3 what=$4 expect=$5 want goal
+  want=$(sha256sum "$pom" | cut -d' ' -f1)
+  if [ -f "$dir/COMPLETE" ] && [ "$(cat "$dir/COMPLETE")" = "$want" ]; then
+    return 0
+  fi
+  case "$how" in
+    copy) goal=dependency:copy-dependencies ;;
+    unpack) goal=dependency:unpack-dependencies ;;
+  esac
+  mkdir -p .kinvoke
+  rm -rf "$dir.tmp"
+  echo "setup: fetching $what ($pom) into $dir" >&2
+  if ! mvn -B --no-transfer-progress -Dstyle.color=never -f "$pom" \
+    "$goal" -DoutputDirectory="$PWD/$dir.tmp" >"$dir.log" 2>&1; then
+    tail -n 30 "$dir.log" >&2
+    echo "setup: Maven could not fetch $what (whole output in $dir.log)" >&2
+    return 1
+  fi
+  # shellcheck disable=SC2086  # $expect may be a glob
+  if ! ls "$dir.tmp"/$expect >/dev/null 2>&1; then
+    echo "setup: Maven fetched $what without $expect (its output in $dir.log)" >&2
+    return 1
+  fi
+  echo "$want" >"$dir.tmp/COMPLETE"
+  rm -rf "$dir"
+  mv "$dir.tmp" "$dir"
+}
 
-mkdir -p .kinvoke
-rm -rf "$LIBS.tmp"
-echo "setup: fetching Apache Kafka ($POM) into $LIBS" >&2
-if ! mvn -B --no-transfer-progress -Dstyle.color=never -f "$POM" \
-  dependency:copy-dependencies -DoutputDirectory="$PWD/$LIBS.tmp" >.kinvoke/kafka-libs.log 2>&1; then
-  tail -n 30 .kinvoke/kafka-libs.log >&2
-  echo "setup: Maven could not fetch Apache Kafka (whole output in .kinvoke/kafka-libs.log)" >&2
-  exit 1
+# --- Apache Kafka ----------------------------------------------------------------------------
+LIBS=.kinvoke/kafka-libs
+if ! [ -f "$LIBS/COMPLETE" ] || [ "$(cat "$LIBS/COMPLETE")" != "$(sha256sum scripts/kafka/pom.xml | cut -d' ' -f1)" ]; then
+  command -v mvn >/dev/null 2>&1 || no_kafka "no mvn found (Maven fetches the Kafka jars)"
 fi
-ls "$LIBS.tmp"/kafka_2.13-*.jar >/dev/null
-echo "$want" >"$LIBS.tmp/COMPLETE"
-rm -rf "$LIBS"
-mv "$LIBS.tmp" "$LIBS"
+fetch_pom copy scripts/kafka/pom.xml "$LIBS" "Apache Kafka" 'kafka_2.13-*.jar' || exit 1
+
+# --- the schema registry (tests/integration/test_schema_registry.py) ---------------------------
+# Apicurio Registry (scripts/schema-registry/pom.xml), a real server of the Confluent Schema
+# Registry API, unpacked into .kinvoke/schema-registry/. Without it that test is skipped (outside
+# CI); `--require-kafka` (CI) makes a failure here an error.
+REGISTRY=.kinvoke/schema-registry
+if ! command -v mvn >/dev/null 2>&1 || ! fetch_pom unpack scripts/schema-registry/pom.xml "$REGISTRY" "Apicurio Registry" \
+  'apicurio-registry-app-*-runner.jar'; then
+  if [ "$REQUIRE_KAFKA" = 1 ]; then
+    echo "setup: --require-kafka (CI): tests/integration/test_schema_registry.py needs the schema registry" >&2
+    exit 1
+  fi
+  echo "setup: the schema registry is not installed; tests/integration/test_schema_registry.py will be skipped" >&2
+fi

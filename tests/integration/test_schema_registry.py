@@ -1,10 +1,11 @@
 """Commands produced in the Confluent Schema Registry wire format on a real stack (Apache Kafka
 from the session, admin, ingress, a processor, the example SDK services): an Invoke written with
 confluent-kafka's AvroSerializer runs and its result is read from `results`; a record whose
-schema id the registry does not know is dead-lettered with the reason.
+schema id the registry does not know is dead-lettered with the reason; a record arriving while
+the registry is down waits for it and runs once it is back.
 
-The registry is the stand-in of tests/support/schema_registry.py (no real one can run here; see
-its docstring), serving the Confluent REST API to the serializer and to the processor."""
+The registry is a real one, Apicurio Registry (tests/support/apicurio.py), serving the Confluent
+REST API to the serializer and to the processor."""
 
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ from schemas.records import (
 from schemas.settings import Settings
 from schemas.topics import Topics
 from tests.conftest import free_port
+from tests.support.apicurio import Apicurio, runner_jar_or_skip
 from tests.support.processes import Component
-from tests.support.schema_registry import FakeSchemaRegistry, run_schema_registry
 from tests.support.sdk import run_sdk_deployment
 
 with warnings.catch_warnings():
@@ -55,24 +56,32 @@ PARTITIONS = 2
 
 
 class Stack:
-    def __init__(self, settings: Settings, registry: FakeSchemaRegistry, components: list[Component]) -> None:
+    def __init__(self, settings: Settings, registry: Apicurio, components: list[Component]) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_prefix)
         self.registry = registry
         self.components = components
 
     def logs(self) -> str:
-        return "\n".join(f"--- {c.name}:\n{c.log_text()[-4000:]}" for c in self.components)
+        logs = [f"--- {c.name}:\n{c.log_text()[-4000:]}" for c in self.components]
+        return "\n".join([*logs, f"--- schema registry:\n{self.registry.log_tail()}"])
+
+
+@pytest.fixture(scope="session")
+def registry_jar() -> Path:
+    return runner_jar_or_skip()  # before the broker starts: a skip costs nothing
 
 
 @pytest.fixture
-def stack(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
+def stack(registry_jar: Path, kafka_bootstrap: str, tmp_path: Path) -> Iterator[Stack]:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     admin_port, ingress_port = free_port(), free_port()
     settings = Settings(bootstrap_servers=kafka_bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
     create_topics(settings)
     with ExitStack() as stop:
-        registry = stop.enter_context(run_schema_registry())
+        registry = Apicurio(registry_jar, tmp_path)
+        stop.callback(registry.stop)
+        registry.start()
         env = {
             "KINVOKE_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "KINVOKE_TOPIC_PREFIX": prefix,
@@ -127,6 +136,20 @@ def _first(consumer: Consumer, key: bytes, stack: Stack, timeout_s: float = 60) 
     raise AssertionError(f"no record keyed {key!r} within {timeout_s}s\n{stack.logs()}")
 
 
+def _unavailable_ids(stack: Stack) -> set[int]:
+    """The schema ids the processor logged it could not fetch (the registry was unreachable)."""
+    processor = next(c for c in stack.components if c.name == "processor")
+    ids = set()
+    for line in processor.log_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == "schema_registry.unavailable":
+            ids.add(entry["schema_id"])
+    return ids
+
+
 def _greet(name: str) -> tuple[InvocationId, Command]:
     inv = InvocationId.generate(secrets.randbits(64), int(time.time() * 1000), secrets.randbits(80))
     command = Command(
@@ -150,7 +173,7 @@ def test_an_avro_serializer_producer_invokes_and_unknown_ids_are_dead_lettered(s
     inv, command = _greet("Kafka")
     value = serializer(command.to_avro(), SerializationContext(topics.commands, MessageField.VALUE))
     assert value is not None and codec.framing_of(value) == "confluent"
-    assert list(stack.registry.subjects) == [f"{topics.commands}-value"]
+    assert stack.registry.subjects() == [f"{topics.commands}-value"]
 
     results = _results_at_end(stack)
     producer = Producer(producer_config(stack.settings))
@@ -161,11 +184,11 @@ def test_an_avro_serializer_producer_invokes_and_unknown_ids_are_dead_lettered(s
 
     result = InvocationResult.decode(_first(results, str(inv).encode(), stack))
     assert isinstance(result.result, Success) and result.result.value == b'"Hello Kafka"'
-    assert f"GET /schemas/ids/{codec.confluent_schema_id(value)}" in stack.registry.requests
+    assert f"GET /schemas/ids/{codec.confluent_schema_id(value)}" in stack.registry.requests()
 
-    # A producer with a newer schema of its own (a field kinvoke does not have: a new id) while
-    # the registry fails: the record waits, it is neither lost nor dead-lettered, and runs once
-    # the registry answers again.
+    # A producer with a newer schema of its own (a field kinvoke does not have: a new id), then
+    # the registry goes down: the record waits, it is neither lost nor dead-lettered, and runs
+    # once the registry is back (its H2 file kept the schema).
     newer = json.loads(codec.schema_json("kinvoke.Command"))
     newer["fields"].append({"name": "producer", "type": "string", "default": ""})
     newer_serializer = AvroSerializer(client, json.dumps(newer))
@@ -177,20 +200,22 @@ def test_an_avro_serializer_producer_invokes_and_unknown_ids_are_dead_lettered(s
     assert later_value is not None and codec.confluent_schema_id(later_value) != codec.confluent_schema_id(
         value
     )
-    stack.registry.failing = True
+    stack.registry.stop()
     producer.produce(topics.commands, key=routing_key(later.partition_key), value=later_value)
     assert producer.flush(10) == 0
     held = time.monotonic() + 4
     while time.monotonic() < held:
         for msg in results.consume(100, 0.2):
             assert msg.key() != str(later).encode(), "ran without its writer schema"
-    assert f"GET /schemas/ids/{codec.confluent_schema_id(later_value)}" in stack.registry.requests
-    stack.registry.failing = False
+    later_id = codec.confluent_schema_id(later_value)
+    assert later_id in _unavailable_ids(stack), stack.logs()
+    stack.registry.start()
     try:
         result = InvocationResult.decode(_first(results, str(later).encode(), stack))
     finally:
         results.close()
     assert isinstance(result.result, Success) and result.result.value == b'"Hello Outage"'
+    assert f"GET /schemas/ids/{later_id}" in stack.registry.requests()
 
     dlq = Consumer(
         {

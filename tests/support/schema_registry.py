@@ -1,12 +1,15 @@
-"""A small stand-in for a Confluent Schema Registry, on loopback, for the tests.
+"""A small stand-in for a Confluent Schema Registry, on loopback, for the unit tests.
 
-No real registry runs here. Apicurio Registry's app jar on Maven Central needs a Quarkus
-build from its dependencies, and none of its lines resolves from what this machine reaches:
-3.3.3 depends on `apicurio-registry-schema-util-provider` 3.3.3 (not served), the parent POM of
-3.0.9 is not served, and 2.4.2.Final (Quarkus 2.16.4) needs `org.everit.json.schema` 1.14.2
-(published elsewhere); with that excluded its Quarkus build still fails on Apicurio's own
-extension `apicurio-common-app-components-config-index-deployment` 0.1.18.Final. Confluent's
-registry is not published to Maven Central.
+The integration test (tests/integration/test_schema_registry.py) runs a real registry instead:
+Apicurio Registry 2.6.13.Final's published Quarkus build (`apicurio-registry-app`, classifier
+`all`, a tar.gz with its runner jar and lib/; scripts/schema-registry/pom.xml), on Java 17, see
+tests/support/apicurio.py. Building the app jar ourselves did not work: 3.3.3 depends on
+`apicurio-registry-schema-util-provider` 3.3.3 (not served), the parent POM of 3.0.9 is not
+served, and 2.4.2.Final needs `org.everit.json.schema` 1.14.2 (published elsewhere), and then
+Apicurio's own Quarkus extension `apicurio-common-app-components-config-index-deployment`. The
+3.3.2 `all` build runs too, but needs Java 21 (its classes are version 65). Confluent's registry
+is not published to Maven Central. The unit tests keep this stand-in for what a real registry
+cannot be told to do on cue: answer 500 while accepting connections, or demand basic auth.
 
 This serves the endpoints confluent-kafka's `SchemaRegistryClient` and `AvroSerializer` call,
 answering in the Confluent REST API's JSON shapes and error codes (40401 subject not found, 40403
