@@ -12,7 +12,6 @@ from admin_api.invocations import KafkaInvocationControl
 from admin_api.state import KafkaStateEditor
 from kafka_core import supervision
 from kafka_core.commands import CommandClient
-from kafka_core.event_loop import new_event_loop
 from kafka_core.metadata import MetadataView
 from kafka_core.request_identity import load_request_signer
 from schemas.settings import Settings
@@ -39,13 +38,7 @@ def run_admin(settings: Settings) -> int:
     app.on_cleanup.append(lambda _app: commands.stop())
     log.info("admin.listening", host=settings.admin_host, port=settings.admin_port)
     try:
-        web.run_app(
-            app,
-            host=settings.admin_host,
-            port=settings.admin_port,
-            print=None,
-            loop=new_event_loop(settings.uvloop),
-        )
+        web.run_app(app, host=settings.admin_host, port=settings.admin_port, print=None)
     finally:
         changelog.stop()
         store.stop()

@@ -33,7 +33,6 @@ from ingress_gateway.targets import ResolvedTarget, UnknownTarget, known_service
 from ingress_gateway.tracing import IngressTracing
 from kafka_core import observability, supervision
 from kafka_core.commands import CommandClient
-from kafka_core.event_loop import new_event_loop
 from kafka_core.kafka import check_record_limits_in_background
 from kafka_core.metadata import MetadataView
 from kafka_core.observability import health_report
@@ -586,13 +585,7 @@ def run_ingress(settings: Settings) -> int:
     check_record_limits_in_background(settings, [Topics(settings.topic_prefix).commands])
     log.info("ingress.listening", host=settings.ingress_host, port=settings.ingress_port)
     try:
-        web.run_app(
-            ingress.app(),
-            host=settings.ingress_host,
-            port=settings.ingress_port,
-            print=None,
-            loop=new_event_loop(settings.uvloop),
-        )
+        web.run_app(ingress.app(), host=settings.ingress_host, port=settings.ingress_port, print=None)
     finally:
         metadata.stop()
     code = supervision.exit_code()

@@ -40,13 +40,10 @@ _PROCESSOR = _fields(
     "default_*",
     *_LOCAL_STORES,
     "recovery_barrier",
-    "uvloop",
     *_LOGS,
 )
 # The advertised URL is the admin's (its /version), the host and port both's (the default URL).
-_INGRESS = _fields(
-    *_KAFKA, "ingress_*", "-ingress_advertised_url", "default_*", "tracing_*", "uvloop", *_LOGS
-)
+_INGRESS = _fields(*_KAFKA, "ingress_*", "-ingress_advertised_url", "default_*", "tracing_*", *_LOGS)
 _ADMIN = _fields(
     *_KAFKA,
     "partitions",
@@ -56,7 +53,6 @@ _ADMIN = _fields(
     "ingress_advertised_url",
     "request_identity_*",
     *_LOCAL_STORES,
-    "uvloop",
     *_LOGS,
 )
 _TOPICS_CREATE = _fields(

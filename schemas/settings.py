@@ -339,11 +339,6 @@ class Settings(BaseSettings):
         default=9092, description="port of the broker `kinvoke dev` / `kinvoke broker` start"
     )
 
-    uvloop: bool = Field(
-        default=True,
-        description="run the ingress, the admin and the processor's invoker on uvloop's event loop "
-        "(0: the standard library's asyncio loop)",
-    )
     log_format: str = Field(
         default="auto", description="auto | console | json (auto: console on a terminal, else json)"
     )

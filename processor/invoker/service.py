@@ -20,7 +20,6 @@ from concurrent.futures import Future
 import structlog
 from confluent_kafka import KafkaError, KafkaException
 
-from kafka_core.event_loop import new_event_loop
 from kafka_core.options import invocation_options
 from kafka_core.request_identity import RequestSigner
 from processor import metrics
@@ -131,8 +130,7 @@ class InvokerService:
         self._pressure: dict[str, asyncio.Event] = {}
         self._waiting: dict[str, int] = {}
         self._mailboxes: dict[tuple[str, int], Mailbox] = {}  # running attempts' notifications
-        # uvloop unless KINVOKE_UVLOOP=0 (without settings: uvloop, the default).
-        self._loop = new_event_loop(settings is None or settings.uvloop)
+        self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="invoker", daemon=True)
         self._invoker: Invoker | None = None
         # (invocation id, attempt) -> its future, per partition

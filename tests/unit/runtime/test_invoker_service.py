@@ -69,27 +69,3 @@ def test_a_delivery_for_a_cancelled_waiter_is_ignored(monkeypatch: pytest.Monkey
     waiter.cancel()
     callbacks[0](None, object())  # no InvalidStateError
     assert waiter.cancelled()
-
-
-@pytest.mark.parametrize(("env", "uvloop_loop"), [(None, True), ("1", True), ("0", False)])
-def test_the_invoker_runs_on_uvloop_unless_kinvoke_uvloop_is_0(
-    monkeypatch: pytest.MonkeyPatch, env: str | None, uvloop_loop: bool
-) -> None:
-    import uvloop
-
-    from schemas.settings import Settings
-
-    if env is None:
-        monkeypatch.delenv("KINVOKE_UVLOOP", raising=False)
-    else:
-        monkeypatch.setenv("KINVOKE_UVLOOP", env)
-    service = InvokerService(Registry, FakeEffects(), settings=Settings()).start()  # type: ignore[arg-type]
-    try:
-
-        async def running_loop() -> asyncio.AbstractEventLoop:
-            return asyncio.get_running_loop()
-
-        loop = asyncio.run_coroutine_threadsafe(running_loop(), service._loop).result(5)
-        assert isinstance(loop, uvloop.Loop) is uvloop_loop
-    finally:
-        service.stop()
