@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import codec
+from schemas import codec, compiled
 from schemas.ids import partition_key_of
 
 _MODELS: dict[str, type[AvroModel]] = {}
@@ -36,11 +36,29 @@ class AvroModel(BaseModel):
         return cls.model_validate({k: _from_avro(v) for k, v in datum.items()})
 
     def encode(self) -> bytes:
+        writer = _writers.get(type(self), _UNCOMPILED)
+        if writer is _UNCOMPILED:
+            writer = _writers[type(self)] = compiled.compile_writer(
+                self.avro_name, codec.named_schemas(), dict(_MODELS)
+            )
+        if writer is not None:
+            out = bytearray(codec.header(self.avro_name))
+            try:
+                writer(self, out)
+            except Exception:  # noqa: BLE001 - a value the schema cannot take: fastavro's error below
+                pass
+            else:
+                return bytes(out)
         return codec.encode(self.avro_name, self.to_avro())
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
         return cls.from_avro(codec.decode(cls.avro_name, data))
+
+
+# Compiled per model class on first use (schemas/compiled.py); None: fastavro's path.
+_UNCOMPILED: Any = object()
+_writers: dict[type[AvroModel], compiled.Writer | None] = {}
 
 
 def _to_avro(value: Any) -> Any:
