@@ -8,7 +8,7 @@ records back as `(name, dict)` tuples, which `from_avro` turns into the right mo
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -53,12 +53,27 @@ class AvroModel(BaseModel):
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
+        reader = _readers.get(cls, _UNCOMPILED)
+        if reader is _UNCOMPILED:
+            reader = _readers[cls] = compiled.compile_reader(
+                cls.avro_name, codec.named_schemas(), dict(_MODELS)
+            )
+        # The current schema only: a record an older release wrote is resolved by fastavro.
+        if reader is not None and type(data) is bytes and data[:10] == codec.header(cls.avro_name):
+            try:
+                model, end = reader(data, 10)
+            except Exception:  # noqa: BLE001 - not a well-formed record: fastavro's error below
+                pass
+            else:
+                if end <= len(data):  # a truncated bytes/string value slices short
+                    return cast(Self, model)
         return cls.from_avro(codec.decode(cls.avro_name, data))
 
 
 # Compiled per model class on first use (schemas/compiled.py); None: fastavro's path.
 _UNCOMPILED: Any = object()
 _writers: dict[type[AvroModel], compiled.Writer | None] = {}
+_readers: dict[type[AvroModel], compiled.Reader | None] = {}
 
 
 def _to_avro(value: Any) -> Any:
