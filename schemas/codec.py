@@ -58,6 +58,11 @@ def _named_schemas() -> dict[str, Any]:
     return _parse_dir(_AVRO_DIR)
 
 
+def named_schemas() -> dict[str, Any]:
+    """The current schemas by full name, parsed (a copy)."""
+    return dict(_named_schemas())
+
+
 @cache
 def schema(name: str) -> Any:
     """The parsed schema of a record by its full name, e.g. `kinvoke.Command`."""
@@ -102,6 +107,12 @@ def _writers() -> dict[bytes, tuple[str, Any]]:
         if definition.get("type") == "record":
             out[_fingerprint(name)] = (name, schema(name))  # the reader itself: no resolution needed
     return out
+
+
+@cache
+def header(name: str) -> bytes:
+    """What every record of schema `name` starts with: the marker and the schema's fingerprint."""
+    return MAGIC + _fingerprint(name)
 
 
 def encode(name: str, record: dict[str, Any]) -> bytes:

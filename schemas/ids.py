@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar, Self
 
 import xxhash
@@ -84,14 +85,10 @@ class InvocationId:
 
     @classmethod
     def parse(cls, s: str) -> Self:
-        """Restate's wording: `bad invocation id '…': bad format` / `…: base62 decode error`."""
-        body = s[len(cls.PREFIX) + 1 :]
-        if not s.startswith(cls.PREFIX + "1") or len(body) != U64_CHARS + U128_CHARS:
-            raise InvalidId(f"bad invocation id '{s}': bad format")
-        try:
-            return cls(_decode(body[:U64_CHARS], 8), _decode(body[U64_CHARS:], 16))
-        except InvalidId:
-            raise InvalidId(f"bad invocation id '{s}': base62 decode error") from None
+        """Restate's wording: `bad invocation id '…': bad format` / `…: base62 decode error`.
+        Memoized (ids are immutable; the processor parses an invocation's id at every command,
+        and base62 in Python costs a few µs); errors are not cached."""
+        return cls(*_parse_invocation_id(s))
 
     @property
     def timestamp_ms(self) -> int:
@@ -125,6 +122,19 @@ class InvocationId:
         # Keep a ULID-like shape: the parent's timestamp in the top 48 bits.
         rand = int.from_bytes(digest[:10], "big")
         return cls(partition_key, ulid(parent.timestamp_ms, rand))
+
+
+@lru_cache(maxsize=8192)
+def _parse_invocation_id(s: str) -> tuple[int, int]:
+    """(partition key, uuid) of an `inv_…` id."""
+    prefix = InvocationId.PREFIX
+    body = s[len(prefix) + 1 :]
+    if not s.startswith(prefix + "1") or len(body) != U64_CHARS + U128_CHARS:
+        raise InvalidId(f"bad invocation id '{s}': bad format")
+    try:
+        return _decode(body[:U64_CHARS], 8), _decode(body[U64_CHARS:], 16)
+    except InvalidId:
+        raise InvalidId(f"bad invocation id '{s}': base62 decode error") from None
 
 
 @dataclass(frozen=True, order=True)

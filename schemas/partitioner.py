@@ -9,6 +9,8 @@ partition, and anyone can compute that partition from an invocation id alone.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 SEED = 0x9747B28C
 M = 0x5BD1E995
 MASK32 = 0xFFFFFFFF
@@ -53,5 +55,7 @@ def routing_key(partition_key: int) -> bytes:
     return partition_key.to_bytes(8, "big")
 
 
+@lru_cache(maxsize=8192)
 def partition_of(partition_key: int, num_partitions: int) -> int:
+    """Memoized: murmur2 in Python costs µs, and every command of an invocation asks again."""
     return partition_for_key(routing_key(partition_key), num_partitions)

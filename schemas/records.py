@@ -8,11 +8,11 @@ records back as `(name, dict)` tuples, which `from_avro` turns into the right mo
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import codec
+from schemas import codec, compiled
 from schemas.ids import partition_key_of
 
 _MODELS: dict[str, type[AvroModel]] = {}
@@ -36,11 +36,44 @@ class AvroModel(BaseModel):
         return cls.model_validate({k: _from_avro(v) for k, v in datum.items()})
 
     def encode(self) -> bytes:
+        writer = _writers.get(type(self), _UNCOMPILED)
+        if writer is _UNCOMPILED:
+            writer = _writers[type(self)] = compiled.compile_writer(
+                self.avro_name, codec.named_schemas(), dict(_MODELS)
+            )
+        if writer is not None:
+            out = bytearray(codec.header(self.avro_name))
+            try:
+                writer(self, out)
+            except Exception:  # noqa: BLE001 - a value the schema cannot take: fastavro's error below
+                pass
+            else:
+                return bytes(out)
         return codec.encode(self.avro_name, self.to_avro())
 
     @classmethod
     def decode(cls, data: bytes) -> Self:
+        reader = _readers.get(cls, _UNCOMPILED)
+        if reader is _UNCOMPILED:
+            reader = _readers[cls] = compiled.compile_reader(
+                cls.avro_name, codec.named_schemas(), dict(_MODELS)
+            )
+        # The current schema only: a record an older release wrote is resolved by fastavro.
+        if reader is not None and type(data) is bytes and data[:10] == codec.header(cls.avro_name):
+            try:
+                model, end = reader(data, 10)
+            except Exception:  # noqa: BLE001 - not a well-formed record: fastavro's error below
+                pass
+            else:
+                if end <= len(data):  # a truncated bytes/string value slices short
+                    return cast(Self, model)
         return cls.from_avro(codec.decode(cls.avro_name, data))
+
+
+# Compiled per model class on first use (schemas/compiled.py); None: fastavro's path.
+_UNCOMPILED: Any = object()
+_writers: dict[type[AvroModel], compiled.Writer | None] = {}
+_readers: dict[type[AvroModel], compiled.Reader | None] = {}
 
 
 def _to_avro(value: Any) -> Any:

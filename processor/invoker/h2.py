@@ -94,6 +94,7 @@ class H2Connection:
         self._reader_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # flow-control windows or stream slots changed
         self.closed: BaseException | None = None
+        self._send_scheduled = False
 
     async def connect(self, timeout_s: float) -> None:
         reader, self._writer = await asyncio.wait_for(
@@ -106,6 +107,14 @@ class H2Connection:
         self._reader_task = asyncio.create_task(self._read_loop(reader), name=f"h2-{self.authority}")
 
     def _flush(self) -> None:
+        """Send what h2 has queued at the end of this loop iteration: the frames every stream
+        queued meanwhile leave in one write (a send per frame cost a fifth of the invoker's CPU)."""
+        if not self._send_scheduled:
+            self._send_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_now)
+
+    def _send_now(self) -> None:
+        self._send_scheduled = False
         data = self._h2.data_to_send()
         if data and self._writer is not None:
             self._writer.write(data)
@@ -225,7 +234,7 @@ class H2Connection:
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 self._h2.close_connection()
-                self._flush()
+                self._send_now()
                 self._writer.close()
 
 
