@@ -9,7 +9,7 @@ the task's store (uncommitted there until Kafka commits).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import structlog
 from confluent_kafka import KafkaError, Message
@@ -61,34 +61,43 @@ class PoisonCommand(Exception):
         self.reason = reason
 
 
+class Applied(NamedTuple):
+    actions: list[Action]  # attempts, notifications and timers for the processor to run
+    barrier_seen: bool  # this task's own barrier came by: recovery may start
+    awaited: bool  # wrote what someone waits to read: an answer, a command, a dead letter
+
+
 def apply_records(
     task: PartitionTask,
     messages: list[Message],
     sink: Sink,
     barrier_nonce: str | None = None,
     decode: Callable[[bytes], Command] = Command.decode,
-) -> tuple[list[Action], bool]:
-    """Apply `messages` (all of `task`'s partition, in order). Returns the actions to run after
-    commit and whether this task's own barrier came by (recovery may start). `decode` does no
-    I/O (processor.decoding: registry schemas are fetched before the transaction)."""
+) -> Applied:
+    """Apply `messages` (all of `task`'s partition, in order). `decode` does no I/O
+    (processor.decoding: registry schemas are fetched before the transaction)."""
     assert task.store is not None
     topics = task.topics
     actions: list[Action] = []
     barrier_seen = False
+    awaited = False
     for msg in messages:
         offset = msg.offset()
         assert offset is not None
         if offset in task.poison:
             dead_letter(topics, task.partition, msg, task.poison[offset], sink)
+            awaited = True
             continue
         try:
             command = decode(msg.value() or b"")
         except (codec.DecodeError, ValueError) as e:
             dead_letter(topics, task.partition, msg, f"not a kinvoke command: {e}", sink)
+            awaited = True
             continue
         reason = rejection(command, task.partition, task.settings.partitions)
         if reason is not None:
             dead_letter(topics, task.partition, msg, reason, sink)
+            awaited = True
             continue
         if isinstance(command.body, Barrier):
             barrier_seen |= barrier_nonce is not None and command.body.nonce == barrier_nonce
@@ -105,14 +114,16 @@ def apply_records(
             if isinstance(action, SendResult | SendAccepted):
                 published = action.result if isinstance(action, SendResult) else action.accepted
                 sink.produce(topics.results, key=published.invocation_id.encode(), value=published.encode())
+                awaited = True
             elif isinstance(action, ProduceCommand):
                 # Kafka's default partitioner on the routing key: the target's own partition.
                 sink.produce(
                     topics.commands, key=routing_key(action.partition_key), value=action.command.encode()
                 )
+                awaited = True
             elif isinstance(action, InvokeAttempt | ScheduleTimer | NotifyAttempt | AbortAttempt):
                 actions.append(action)
-    return actions, barrier_seen
+    return Applied(actions, barrier_seen, awaited)
 
 
 def _write_changelog(task: PartitionTask, writes: list[tuple[str, bytes | None]], sink: Sink) -> None:

@@ -3,9 +3,10 @@
 Kafka is the distributed engine: partitions move between processors by the group protocol
 (cooperative-sticky; dynamic membership unless an operator names the instance). Exactly-once is
 Kafka's v2 (KIP-447): one transactional producer per processor carries the work of all its
-partitions, and each loop is one transaction — every running task's changelog writes, results,
-produced commands and consumed offsets — whose offset commit is fenced by the group generation,
-so a zombie cannot commit once the group has moved on.
+partitions in one transaction — every running task's changelog writes, results, produced
+commands and consumed offsets — whose offset commit is fenced by the group generation, so a
+zombie cannot commit once the group has moved on. A loop commits what it applied unless the
+transaction may stay open for the outcomes of the attempts it started (processor.open_transaction).
 
 Outcomes from outside the state machine (attempts, timers) are appended to `commands` by the
 invoker and the timer service themselves and applied when read back, so the loop blocks on the
@@ -44,6 +45,7 @@ from processor.effects import EffectProducer
 from processor.http_server import HttpPortTaken, ProcessorHttp
 from processor.invoker import AttemptRequest
 from processor.invoker.service import InvokerService
+from processor.open_transaction import OpenTransaction
 from processor.state_dir import Slot, StateDirectory
 from processor.state_machine import AbortAttempt, Action, InvokeAttempt, NotifyAttempt, ScheduleTimer
 from processor.storage import PhaseChange
@@ -62,6 +64,8 @@ log = structlog.get_logger(__name__)
 
 IDLE_POLL_S = 1.0
 BUSY_POLL_S = 0.05
+# A transaction begun this soon after a commit sends its offsets first (see _send_offsets_first).
+OFFSETS_FIRST_WITHIN_S = 0.005
 HELD_RETRY_S = 1.0  # a partition held for the schema registry is read again after this
 GAUGES_EVERY_S = 1.0
 TRACEPARENTS_KEPT = 100_000  # callers' trace contexts remembered for running invocations
@@ -120,6 +124,9 @@ class ProcessorService:
         self.consumer: Consumer | None = None
         self.txn: TransactionalProducer | None = None
         self.transactions = 0
+        self._open: OpenTransaction | None = None
+        self._committed_at = 0.0  # perf_counter when the last commit returned
+        self._hold_s = settings.processor_commit_hold_ms / 1000
         self._producer_generation = 0  # the producer generation the tasks were restored under
         self._gauges_due = 0.0
         self._consumer_link = KafkaLink("processor consumer")
@@ -160,7 +167,7 @@ class ProcessorService:
             self.consumer.subscribe(
                 [self.topics.commands],
                 on_assign=self.tasks.on_assign,
-                on_revoke=self.tasks.on_revoke,
+                on_revoke=self._on_revoke,
                 on_lost=self._on_lost,
             )
             log.info(
@@ -224,11 +231,20 @@ class ProcessorService:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.txn is not None:
             self.txn.outage = True  # out of the group: a long stall or an outage
+        # Its offsets could no longer commit; the producer is replaced before the next
+        # transaction, which aborts what it had open.
+        self._rollback_open(frozenset(tp.partition for tp in partitions))
         self.tasks.on_lost(consumer, partitions)
 
     def _shutdown(self) -> None:
         log.info("processor.stopping")
         self.subscriptions.stop()
+        if self._open is not None and self.txn is not None:
+            try:
+                self._commit_open()
+            except (KafkaException, Wedged) as e:
+                log.warning("processor.final_commit_failed", error=describe(e))
+                self._rollback_open()
         if self.consumer is not None:
             try:
                 # A dynamic member leaves the group here: its partitions move at once. The
@@ -292,6 +308,7 @@ class ProcessorService:
         self._fire_timers()
         if messages:
             self.process(messages)
+        self._commit_if_due()
         self._recover_caught_up()
         self._update_gauges()
         self._check_components()
@@ -333,6 +350,11 @@ class ProcessorService:
         metrics.INVOCATIONS_BY_STATE.update(task.partition, task.store.invocation_counts(now_ms()))
 
     def _poll_timeout_s(self) -> float:
+        if self._open is not None:  # held: until it may hold no longer
+            return min(self._timers_poll_timeout_s(), max(0.0, self._open.remaining_s(self._hold_s)))
+        return self._timers_poll_timeout_s()
+
+    def _timers_poll_timeout_s(self) -> float:
         if self.tasks.restoring() or any(t.recovery_pending for t in self.tasks.running().values()):
             return BUSY_POLL_S
         if not self._timer_retries.empty():
@@ -349,7 +371,8 @@ class ProcessorService:
             raise Unrecoverable("the restorer thread stopped")
 
     def process(self, messages: list[Message]) -> None:
-        """Apply a batch of every partition's records in one transaction."""
+        """Apply a batch of every partition's records in the open transaction (begun if there is
+        none), then commit it unless it may wait for the outcomes of the attempts it started."""
         assert self.consumer is not None and self.txn is not None
         by_partition: dict[int, list[Message]] = defaultdict(list)
         for msg in messages:
@@ -369,45 +392,79 @@ class ProcessorService:
         self._hold_undecodable_yet(batch)
         if not batch:
             return
-        started = time.perf_counter()
-        actions: dict[int, list[Action]] = {}
         try:
-            self.txn.begin()
+            if self._open is None:
+                self.txn.begin()
+                self._open = OpenTransaction()
+                if time.perf_counter() - self._committed_at < OFFSETS_FIRST_WITHIN_S:
+                    self._send_offsets_first(batch)
+            for task, _ in batch.values():
+                self._open.join(task)
+            applied = {
+                p: apply_records(task, msgs, self.producer, self._barriers.get(p), self.decoder.decode)
+                for p, (task, msgs) in batch.items()
+            }
             for p, (task, msgs) in batch.items():
-                actions[p], barrier_seen = apply_records(
-                    task, msgs, self.producer, self._barriers.get(p), self.decoder.decode
-                )
-                if barrier_seen:
+                if applied[p].barrier_seen:
                     self._barriers.pop(p, None)  # caught up: recovery may start
-            # Attempts start while the transaction commits: the state they are built from is a
+                self._open.add(task, _next_offset(msgs), len(msgs), applied[p])
+            # Attempts start while the transaction is open: the state they are built from is a
             # pure function of the log, so if the batch is aborted and applied again it is the
             # same state, and the attempt's outcome is valid for it (at worst, after an abort, an
             # attempt runs twice and the second outcome is stale: the state machine drops it).
             for p, (task, _) in batch.items():
-                for action in actions[p]:
+                for action in applied[p].actions:
                     if isinstance(action, InvokeAttempt | NotifyAttempt | AbortAttempt):
                         self._run_action(task, action)
-            offsets = [
-                TopicPartition(self.topics.commands, p, _next_offset(msgs)) for p, (_, msgs) in batch.items()
-            ]
-            self.txn.send_offsets(offsets, self.consumer.consumer_group_metadata())
-            self.txn.commit()
+            if not self._open.may_hold(self._hold_s):
+                self._commit_open()
         except PoisonCommand as e:
-            self._abort(batch, f"command {e.partition}@{e.offset} failed")
             task = batch[e.partition][0]
+            self._abort_open(f"command {e.partition}@{e.offset} failed")
             task.poison[e.offset] = e.reason
-            return
         except (KafkaException, Wedged) as e:
-            self._on_kafka_error(e, batch)
+            self._on_kafka_error(e)
+
+    def _commit_if_due(self) -> None:
+        """Commit a held transaction once it may hold no longer."""
+        if self._open is None or self._open.may_hold(self._hold_s):
             return
+        try:
+            self._commit_open()
+        except (KafkaException, Wedged) as e:
+            self._on_kafka_error(e)
+
+    def _send_offsets_first(self, batch: dict[int, tuple[PartitionTask, list[Message]]]) -> None:
+        """Right after a commit the coordinator is still writing its markers and answers the next
+        transaction's first request CONCURRENT_TRANSACTIONS: librdkafka retries a produce's
+        AddPartitionsToTxn only after a fixed 20 ms, but the offsets' AddOffsetsToTxn after
+        `retry.backoff.ms` (1 ms here). Sending the offsets first makes that wait the short one;
+        they are sent again at commit only if more was applied since."""
+        assert self.consumer is not None and self.txn is not None and self._open is not None
+        offsets = {p: _next_offset(msgs) for p, (_, msgs) in batch.items()}
+        self.txn.send_offsets(self._input_offsets(offsets), self.consumer.consumer_group_metadata())
+        self._open.offsets_sent = offsets
+
+    def _input_offsets(self, offsets: dict[int, int]) -> list[TopicPartition]:
+        return [TopicPartition(self.topics.commands, p, o) for p, o in offsets.items()]
+
+    def _commit_open(self) -> None:
+        assert self.consumer is not None and self.txn is not None and self._open is not None
+        open_txn = self._open
+        if open_txn.offsets_sent != open_txn.next_offsets:
+            self.txn.send_offsets(
+                self._input_offsets(open_txn.next_offsets), self.consumer.consumer_group_metadata()
+            )
+        self.txn.commit()
+        self._committed_at = time.perf_counter()
+        self._open = None
         self.transactions += 1
-        elapsed = time.perf_counter() - started
-        records = sum(len(m) for _, m in batch.values())
+        elapsed = time.perf_counter() - open_txn.began
         metrics.COMMIT_SECONDS.observe(elapsed)
-        metrics.BATCH_RECORDS.observe(records)
+        metrics.BATCH_RECORDS.observe(open_txn.records)
         self.producer.poll(0)  # delivery reports not yet served carry the changelog offsets
-        for task, msgs in batch.values():
-            task.committed_offset = _next_offset(msgs)
+        for p, task in open_txn.tasks.items():
+            task.committed_offset = open_txn.next_offsets[p]
             task.commit_store()
             assert task.store is not None
             changes = task.store.take_transitions()
@@ -416,11 +473,15 @@ class ProcessorService:
                 self._publish_counts(task)
             if self.tracing.enabled:
                 self._trace_completions(task, changes)
-        log.debug("processor.committed", partitions=len(batch), records=records, ms=round(elapsed * 1000, 2))
-        for p, (task, _) in batch.items():
-            for action in actions.get(p, []):
-                if isinstance(action, ScheduleTimer):
-                    self._run_action(task, action)  # timers: only what is committed
+        log.debug(
+            "processor.committed",
+            partitions=len(open_txn.tasks),
+            records=open_txn.records,
+            ms=round(elapsed * 1000, 2),
+        )
+        for p, timers in open_txn.after_commit.items():
+            for action in timers:
+                self._run_action(open_txn.tasks[p], action)
 
     def _hold_undecodable_yet(self, batch: dict[int, tuple[PartitionTask, list[Message]]]) -> None:
         """Fetch the registry schemas the batch needs before its transaction. A partition whose
@@ -459,7 +520,10 @@ class ProcessorService:
             task = self.tasks.running().get(p)
             if task is None:
                 continue  # no longer ours or restoring: the task manager resumes it
-            tp = TopicPartition(self.topics.commands, p, task.committed_offset)
+            held_from = self._open.next_offsets.get(p) if self._open is not None else None
+            tp = TopicPartition(
+                self.topics.commands, p, task.committed_offset if held_from is None else held_from
+            )
             try:
                 self.consumer.seek(tp)
                 self.consumer.resume([tp])
@@ -474,6 +538,8 @@ class ProcessorService:
         in memory (and checkpointed) may be ahead of the log. Restoring re-reads the stable
         committed offset and rebuilds a store that is ahead of it."""
         assert self.txn is not None and self.consumer is not None
+        if self.txn.outage:
+            self._rollback_open()  # the new producer's init_transactions aborts it
         self.txn.replace_if_outage()
         if self.txn.generation == self._producer_generation:
             return False
@@ -481,44 +547,57 @@ class ProcessorService:
         self.tasks.restart_all(self.consumer, "the transactional producer was replaced")
         return True
 
-    def _on_kafka_error(
-        self, e: KafkaException | Wedged, batch: dict[int, tuple[PartitionTask, list[Message]]]
-    ) -> None:
+    def _on_kafka_error(self, e: KafkaException | Wedged) -> None:
         assert self.txn is not None
         disposition = Disposition.FATAL if isinstance(e, Wedged) else classify(e)
         log.warning("processor.transaction_failed", error=describe(e), disposition=disposition.value)
         if disposition in (Disposition.FENCED, Disposition.FATAL):
             # Our own id (unique per processor): fenced means a transaction of ours timed out
             # (we were stalled), so a new producer with the id goes on; see processor.transactions.
-            self._rollback(batch)
+            self._rollback_open()
             self.txn.replace(describe(e))
             return
         # Abortable, retriable or a rebalance in progress: abort, roll back and re-read; if the
         # partitions were taken from us, the rebalance callbacks close their tasks.
-        self._abort(batch, disposition.value)
+        self._abort_open(disposition.value)
 
-    def _abort(self, batch: dict[int, tuple[PartitionTask, list[Message]]], why: str) -> None:
+    def _abort_open(self, why: str, leaving: frozenset[int] = frozenset()) -> None:
         assert self.txn is not None
+        if self._open is None:
+            return
+        partitions = sorted(self._open.tasks)
         try:
             self.txn.abort()
         except (KafkaException, Wedged) as e:
             log.warning("processor.abort_failed", error=describe(e))
-            self._rollback(batch)
+            self._rollback_open(leaving)
             self.txn.replace(f"abort failed: {describe(e)}")
             return
-        log.info("processor.aborted", why=why, partitions=sorted(batch))
-        self._rollback(batch)
+        log.info("processor.aborted", why=why, partitions=partitions)
+        self._rollback_open(leaving)
 
-    def _rollback(self, batch: dict[int, tuple[PartitionTask, list[Message]]]) -> None:
-        """Back to the last commit: stores rolled back, the batch's records read again."""
+    def _rollback_open(self, leaving: frozenset[int] = frozenset()) -> None:
+        """Back to the last commit: stores rolled back, the open transaction's records read again
+        (but from partitions `leaving` us)."""
         assert self.consumer is not None
-        for p, (task, _) in batch.items():
+        open_txn, self._open = self._open, None
+        if open_txn is None:
+            return
+        for p, task in open_txn.tasks.items():
             task.rollback_store()
-            if self.tasks.tasks.get(p) is task:
+            if p not in leaving and self.tasks.tasks.get(p) is task:
                 try:
                     self.consumer.seek(TopicPartition(self.topics.commands, p, task.committed_offset))
                 except KafkaException as e:
                     log.warning("processor.seek_failed", partition=p, error=describe(e))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """A task leaves only with nothing of it uncommitted: an open transaction holding one is
+        aborted (its records are the next owner's to apply; the others are read again here)."""
+        revoked = frozenset(tp.partition for tp in partitions)
+        if self._open is not None and revoked & self._open.tasks.keys():
+            self._abort_open("partitions revoked", leaving=revoked)
+        self.tasks.on_revoke(consumer, partitions)
 
     # -- tasks ----------------------------------------------------------------------------------
 

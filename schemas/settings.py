@@ -263,6 +263,14 @@ class Settings(BaseSettings):
         description="transaction.timeout.ms: a crashed processor's open transaction blocks readers of "
         "its partitions until the coordinator aborts it, so keep it short (as Kafka Streams does)",
     )
+    processor_commit_hold_ms: int = Field(
+        default=50,
+        ge=0,
+        description="how long the processor may keep its transaction open while attempts it started "
+        "run and nothing it wrote is awaited (no answer, no command for another invocation, no "
+        "timer): the attempt's outcome then commits with the invocation in one transaction "
+        "instead of two; 0 commits every loop",
+    )
     state_dir: str = Field(
         default=".kinvoke/state",
         description="local, checkpointed copies of the changelog (a cache, rebuilt from the changelog "

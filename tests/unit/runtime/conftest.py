@@ -19,7 +19,8 @@ from tests.support.fake_kafka import FakeMessage
 from tests.unit.runtime.fakes import FakeConsumer, FakeEffects, FakeInvoker, FakeProducer
 
 PARTITIONS = 4
-SETTINGS = Settings(topic_prefix="t", partitions=PARTITIONS)
+# Every loop commits (no hold): what most runtime tests look at, one transaction per batch.
+SETTINGS = Settings(topic_prefix="t", partitions=PARTITIONS, processor_commit_hold_ms=0)
 
 
 def invocation_on(partition: int, n: int = 0) -> str:
@@ -62,11 +63,10 @@ def running_task(partition: int, start_offset: int = 0) -> PartitionTask:
     return task
 
 
-@pytest.fixture
-def processor(tmp_path: Path) -> ProcessorService:
+def make_processor(tmp_path: Path, settings: Settings = SETTINGS) -> ProcessorService:
     producer = FakeProducer()
     service = ProcessorService(
-        SETTINGS,
+        settings,
         metadata=FakeMetadata(),  # type: ignore[arg-type]
         consumer_factory=lambda _conf: FakeConsumer(),  # type: ignore[arg-type,return-value]
         producer_factory=lambda _conf: producer,  # type: ignore[arg-type,return-value]
@@ -79,3 +79,8 @@ def processor(tmp_path: Path) -> ProcessorService:
     service.txn = service._transactional_producer()
     producer.calls.clear()  # init_transactions: not what the tests look at
     return service
+
+
+@pytest.fixture
+def processor(tmp_path: Path) -> ProcessorService:
+    return make_processor(tmp_path)

@@ -1,4 +1,4 @@
-"""One transaction per loop: every running task's records, committed or rolled back together."""
+"""One transaction for every running task's records, committed or rolled back together."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ def _dead_letters(task_partition: int, *messages) -> list[str]:  # type: ignore[
     task = running_task(task_partition)
     producer = FakeProducer()
     producer.begin_transaction()
-    actions, _ = apply_records(task, list(messages), producer)
+    actions = apply_records(task, list(messages), producer).actions
     producer.commit_transaction()
     assert actions == [] and task.store is not None and task.store.statuses() == []
     return [

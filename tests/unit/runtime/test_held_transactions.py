@@ -1,0 +1,181 @@
+"""A transaction held open while its attempts run: their outcomes commit with the invocations that
+started them, and nothing anyone waits for is held back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, TopicPartition
+
+from processor.service import ProcessorService
+from schemas.records import Ended, InvocationPhase
+from schemas.settings import Settings
+from tests.unit.runtime.conftest import PARTITIONS, invocation_on, make_processor, record, running_task
+from tests.unit.runtime.fakes import FakeProducer
+from tests.unit.state_machine.conftest import attempt, invoke, output
+
+HOLD = Settings(topic_prefix="t", partitions=PARTITIONS, processor_commit_hold_ms=60_000)
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> ProcessorService:
+    return make_processor(tmp_path, HOLD)
+
+
+def _producer(processor: ProcessorService) -> FakeProducer:
+    return processor.producer  # type: ignore[return-value]
+
+
+def _status(processor: ProcessorService, p: int, inv: str) -> InvocationPhase | None:
+    store = processor.tasks.tasks[p].store
+    assert store is not None
+    status = store.status(inv)
+    return None if status is None else status.phase
+
+
+def test_an_attempts_outcome_commits_with_the_invocation_that_started_it(held: ProcessorService) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.process([record(0, 10, invoke(inv=a))])
+    producer = _producer(held)
+    assert producer.calls == ["begin_transaction"]  # held: the attempt runs, nothing committed
+    assert held.invoker.invoked == [(0, a, 1)]  # type: ignore[attr-defined]
+    assert held.tasks.tasks[0].committed_offset == 10 and producer.produced == []
+    held.process([record(0, 11, attempt(2000, 1, [output(b'"hi"')], Ended(), inv=a))])
+    assert producer.calls == ["begin_transaction", "send_offsets_to_transaction", "commit_transaction"]
+    [offsets] = producer.offsets
+    assert [(tp.partition, tp.offset) for tp in offsets] == [(0, 12)]
+    assert [r.topic for r in producer.produced].count("t.results") == 1  # the answer, committed
+    assert _status(held, 0, a) == InvocationPhase.COMPLETED
+    assert held.tasks.tasks[0].committed_offset == 12
+    assert held.tasks.tasks[0].store.kv.checkpoint(0) is not None  # type: ignore[union-attr]
+
+
+def test_what_someone_waits_for_commits_at_once(held: ProcessorService) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.process([record(0, 10, invoke(inv=a)), record(0, 11, b"not a command")])
+    producer = _producer(held)
+    assert producer.calls == ["begin_transaction", "send_offsets_to_transaction", "commit_transaction"]
+    assert [r.topic for r in producer.produced].count("t.commands.dlq") == 1
+    assert held.tasks.tasks[0].committed_offset == 12
+
+
+def test_a_held_transaction_commits_once_its_hold_is_over(held: ProcessorService) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.process([record(0, 10, invoke(inv=a))])
+    assert 0 < held._poll_timeout_s() <= 60  # the loop wakes up for it
+    held._commit_if_due()
+    assert "commit_transaction" not in _producer(held).calls
+    assert held._open is not None
+    held._open.began -= 61
+    assert held._poll_timeout_s() == 0
+    held._commit_if_due()
+    assert _producer(held).calls[-1] == "commit_transaction" and held._open is None
+    assert held.tasks.tasks[0].committed_offset == 11 and _status(held, 0, a) == InvocationPhase.INVOKED
+
+
+def test_a_failed_commit_rolls_back_everything_held(held: ProcessorService) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.process([record(0, 10, invoke(inv=a))])
+    producer = _producer(held)
+    producer.fail["commit_transaction"] = KafkaError(KafkaError._TIMED_OUT, "slow", txn_requires_abort=True)
+    held.process([record(0, 11, attempt(2000, 1, [output(b'"hi"')], Ended(), inv=a))])
+    assert "abort_transaction" in producer.calls and producer.produced == []
+    assert _status(held, 0, a) is None  # both batches rolled back
+    assert held.consumer.seeks == [(0, 10)]  # type: ignore[union-attr]  # read again from the last commit
+    assert held._open is None
+
+
+def test_revoking_a_partition_aborts_what_is_held_and_the_rest_is_read_again(held: ProcessorService) -> None:
+    a, b = invocation_on(0), invocation_on(1)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.tasks.tasks[1] = running_task(1, start_offset=20)
+    held.process([record(0, 10, invoke(inv=a)), record(1, 20, invoke(inv=b))])
+    assert "commit_transaction" not in _producer(held).calls
+    held._on_revoke(held.consumer, [TopicPartition("t.commands", 1)])  # type: ignore[arg-type]
+    assert _producer(held).calls[-1] == "abort_transaction" and held._open is None
+    assert 1 not in held.tasks.tasks  # the next owner applies partition 1's records
+    assert _status(held, 0, a) is None
+    assert held.consumer.seeks == [(0, 10)]  # type: ignore[union-attr]
+
+
+def test_a_revocation_of_partitions_not_held_leaves_the_transaction_open(held: ProcessorService) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.tasks.tasks[1] = running_task(1, start_offset=20)
+    held.process([record(0, 10, invoke(inv=a))])
+    held._on_revoke(held.consumer, [TopicPartition("t.commands", 1)])  # type: ignore[arg-type]
+    assert "abort_transaction" not in _producer(held).calls and held._open is not None
+    assert _status(held, 0, a) == InvocationPhase.INVOKED
+
+
+def test_lost_partitions_roll_back_what_is_held_and_the_producer_is_replaced(held: ProcessorService) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.process([record(0, 10, invoke(inv=a))])
+    held._on_lost(held.consumer, [TopicPartition("t.commands", 0)])  # type: ignore[arg-type]
+    # No abort through a producer out of the group: its replacement aborts what it left open.
+    assert "abort_transaction" not in _producer(held).calls
+    assert held._open is None and held.txn is not None and held.txn.outage
+    assert 0 not in held.tasks.tasks
+
+
+def test_a_partition_held_for_the_registry_resumes_after_what_the_transaction_holds(
+    held: ProcessorService,
+) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.process([record(0, 10, invoke(inv=a))])
+    held._held[0] = 0.0  # due now
+    held._release_held()
+    assert held.consumer.seeks == [(0, 11)]  # type: ignore[union-attr]  # not 10: applied, uncommitted
+
+
+def test_right_after_a_commit_the_offsets_go_first_and_again_only_if_more_was_applied(
+    held: ProcessorService,
+) -> None:
+    """librdkafka waits 20 ms to retry a produce's AddPartitionsToTxn that the coordinator answers
+    CONCURRENT_TRANSACTIONS (still writing the last commit's markers), but only retry.backoff.ms
+    for the offsets' AddOffsetsToTxn: a transaction begun right after a commit sends them first."""
+    a, b = invocation_on(0, 0), invocation_on(0, 1)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    producer = _producer(held)
+    real_produce = producer.produce
+
+    def produce(*args: Any, **kwargs: Any) -> None:
+        producer.calls.append("produce")
+        real_produce(*args, **kwargs)
+
+    producer.produce = produce  # type: ignore[method-assign]
+    held.process([record(0, 10, invoke(inv=a)), record(0, 11, b"not a command")])  # commits at once
+    producer.calls.clear()
+    held.process([record(0, 12, invoke(inv=b))])  # begun right after that commit
+    assert producer.calls[:2] == ["begin_transaction", "send_offsets_to_transaction"]
+    assert set(producer.calls[2:]) == {"produce"}  # held: the attempt runs
+    producer.calls.clear()
+    held.process([record(0, 13, attempt(2000, 1, [output(b'"hi"')], Ended(), inv=b))])
+    assert producer.calls[-2:] == ["send_offsets_to_transaction", "commit_transaction"]  # 14, not 13
+    assert [(tp.partition, tp.offset) for tp in producer.offsets[-1]] == [(0, 14)]
+    producer.calls.clear()
+    held.process([record(0, 14, b"not a command")])  # right after: first, and not again
+    assert producer.calls == [
+        "begin_transaction",
+        "send_offsets_to_transaction",
+        "produce",
+        "commit_transaction",
+    ]
+    held._committed_at -= 1
+    producer.calls.clear()
+    held.process([record(0, 15, b"not a command")])  # long after a commit: at commit, as usual
+    assert producer.calls == [
+        "begin_transaction",
+        "produce",
+        "send_offsets_to_transaction",
+        "commit_transaction",
+    ]
+    assert [(tp.partition, tp.offset) for tp in producer.offsets[-1]] == [(0, 16)]
