@@ -29,7 +29,7 @@ from processor.task import PartitionTask
 from processor.validation import rejection
 from schemas import codec
 from schemas.partitioner import routing_key
-from schemas.records import Barrier, Command
+from schemas.records import AttemptEnded, Barrier, Command
 from schemas.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,9 @@ class PoisonCommand(Exception):
 class Applied(NamedTuple):
     actions: list[Action]  # attempts, notifications and timers for the processor to run
     barrier_seen: bool  # this task's own barrier came by: recovery may start
-    awaited: bool  # wrote what someone waits to read: an answer, a command, a dead letter
+    awaited: bool  # wrote what someone waits to read: an answer, a dead letter, a command
+    commands: bool  # wrote commands (for other invocations): behind them, `commands` waits
+    ended: list[tuple[str, int]]  # the attempts (invocation id, attempt) whose outcomes it applied
 
 
 def apply_records(
@@ -81,6 +83,8 @@ def apply_records(
     actions: list[Action] = []
     barrier_seen = False
     awaited = False
+    commands = False
+    ended: list[tuple[str, int]] = []
     for msg in messages:
         offset = msg.offset()
         assert offset is not None
@@ -102,6 +106,8 @@ def apply_records(
         if isinstance(command.body, Barrier):
             barrier_seen |= barrier_nonce is not None and command.body.nonce == barrier_nonce
             continue
+        if isinstance(command.body, AttemptEnded):
+            ended.append((command.body.invocation_id, command.body.attempt))
         try:
             step = state_machine.apply(task.store, command)
         except Exception as e:
@@ -120,10 +126,10 @@ def apply_records(
                 sink.produce(
                     topics.commands, key=routing_key(action.partition_key), value=action.command.encode()
                 )
-                awaited = True
+                awaited = commands = True
             elif isinstance(action, InvokeAttempt | ScheduleTimer | NotifyAttempt | AbortAttempt):
                 actions.append(action)
-    return Applied(actions, barrier_seen, awaited)
+    return Applied(actions, barrier_seen, awaited, commands, ended)
 
 
 def _write_changelog(task: PartitionTask, writes: list[tuple[str, bytes | None]], sink: Sink) -> None:

@@ -127,6 +127,7 @@ class ProcessorService:
         self._open: OpenTransaction | None = None
         self._committed_at = 0.0  # perf_counter when the last commit returned
         self._hold_s = settings.processor_commit_hold_ms / 1000
+        self._linger_s = min(settings.processor_commit_linger_ms, settings.processor_commit_hold_ms) / 1000
         self._producer_generation = 0  # the producer generation the tasks were restored under
         self._gauges_due = 0.0
         self._consumer_link = KafkaLink("processor consumer")
@@ -351,8 +352,12 @@ class ProcessorService:
 
     def _poll_timeout_s(self) -> float:
         if self._open is not None:  # held: until it may hold no longer
-            return min(self._timers_poll_timeout_s(), max(0.0, self._open.remaining_s(self._hold_s)))
+            return min(self._timers_poll_timeout_s(), max(0.0, self._open_remaining_s()))
         return self._timers_poll_timeout_s()
+
+    def _open_remaining_s(self) -> float:
+        assert self._open is not None
+        return self._open.remaining_s(self._hold_s, self._linger_s, now_ms())
 
     def _timers_poll_timeout_s(self) -> float:
         if self.tasks.restoring() or any(t.recovery_pending for t in self.tasks.running().values()):
@@ -416,7 +421,7 @@ class ProcessorService:
                 for action in applied[p].actions:
                     if isinstance(action, InvokeAttempt | NotifyAttempt | AbortAttempt):
                         self._run_action(task, action)
-            if not self._open.may_hold(self._hold_s):
+            if self._open_remaining_s() <= 0:
                 self._commit_open()
         except PoisonCommand as e:
             task = batch[e.partition][0]
@@ -427,7 +432,7 @@ class ProcessorService:
 
     def _commit_if_due(self) -> None:
         """Commit a held transaction once it may hold no longer."""
-        if self._open is None or self._open.may_hold(self._hold_s):
+        if self._open is None or self._open_remaining_s() > 0:
             return
         try:
             self._commit_open()

@@ -271,6 +271,14 @@ class Settings(BaseSettings):
         "timer): the attempt's outcome then commits with the invocation in one transaction "
         "instead of two; 0 commits every loop",
     )
+    processor_commit_linger_ms: int = Field(
+        default=10,
+        ge=0,
+        description="how long the processor's transaction may stay open with an answer (or a command "
+        "for another invocation) in it while attempts it started still run, so their outcomes share "
+        "the commit (a busy object's next invocations, calls under load); at most the hold; 0 "
+        "commits what is awaited at once",
+    )
     state_dir: str = Field(
         default=".kinvoke/state",
         description="local, checkpointed copies of the changelog (a cache, rebuilt from the changelog "

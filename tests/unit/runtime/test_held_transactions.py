@@ -3,20 +3,33 @@ started them, and nothing anyone waits for is held back."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
+from processor.apply import Applied
+from processor.open_transaction import OpenTransaction
 from processor.service import ProcessorService
-from schemas.records import Ended, InvocationPhase
+from processor.state_machine import Action, InvokeAttempt, ScheduleTimer
+from schemas.records import Ended, InvocationPhase, Timer
 from schemas.settings import Settings
 from tests.unit.runtime.conftest import PARTITIONS, invocation_on, make_processor, record, running_task
 from tests.unit.runtime.fakes import FakeProducer
 from tests.unit.state_machine.conftest import attempt, invoke, output
 
-HOLD = Settings(topic_prefix="t", partitions=PARTITIONS, processor_commit_hold_ms=60_000)
+# Held for the attempts' outcomes; what is awaited commits at once (no linger).
+HOLD = Settings(
+    topic_prefix="t", partitions=PARTITIONS, processor_commit_hold_ms=60_000, processor_commit_linger_ms=0
+)
+LINGER = Settings(
+    topic_prefix="t",
+    partitions=PARTITIONS,
+    processor_commit_hold_ms=60_000,
+    processor_commit_linger_ms=30_000,
+)
 
 
 @pytest.fixture
@@ -179,3 +192,61 @@ def test_right_after_a_commit_the_offsets_go_first_and_again_only_if_more_was_ap
         "commit_transaction",
     ]
     assert [(tp.partition, tp.offset) for tp in producer.offsets[-1]] == [(0, 16)]
+
+
+def test_an_answer_lingers_while_attempts_it_started_run(tmp_path: Path) -> None:
+    """A busy object: the answer of one invocation and the attempt of the next in one batch; the
+    next one's outcome shares the commit (then nothing runs: its answer commits at once)."""
+    processor = make_processor(tmp_path, LINGER)
+    now = int(time.time() * 1000)  # the answers' retention timers are then a day away
+    a, b = invocation_on(0, 0), invocation_on(0, 1)
+    processor.tasks.tasks[0] = running_task(0, start_offset=10)
+    processor.process([record(0, 10, invoke(inv=a))])
+    processor.process(
+        [record(0, 11, attempt(now, 1, [output(b'"a"')], Ended(), inv=a)), record(0, 12, invoke(inv=b))]
+    )
+    producer = _producer(processor)
+    assert "commit_transaction" not in producer.calls  # a's answer waits for b's outcome
+    assert processor._open is not None and processor._open.running == {(b, 1)}
+    processor.process([record(0, 13, attempt(now, 1, [output(b'"b"')], Ended(), inv=b))])
+    assert producer.calls.count("commit_transaction") == 1 and processor._open is None
+    assert [r.topic for r in producer.produced].count("t.results") == 2
+    assert _status(processor, 0, a) == _status(processor, 0, b) == InvocationPhase.COMPLETED
+
+
+def _applied(
+    actions: list[Action] | None = None,
+    *,
+    awaited: bool = False,
+    commands: bool = False,
+    ended: list[tuple[str, int]] | None = None,
+) -> Applied:
+    return Applied(actions or [], False, awaited, commands, ended or [])
+
+
+def _open_with(*applied: Applied) -> OpenTransaction:
+    txn = OpenTransaction(began=0.0)
+    for a in applied:
+        txn.add(running_task(0), 1, 1, a)
+    return txn
+
+
+START = InvokeAttempt(invocation_id="inv_a", attempt=1)
+SOON = ScheduleTimer(Timer(invocation_id="inv_a", completion_id=1, wake_up_at_ms=1_000 + 50))
+LATER = ScheduleTimer(Timer(invocation_id="inv_a", completion_id=1, wake_up_at_ms=1_000 + 86_400_000))
+
+
+@pytest.mark.parametrize(
+    ("applied", "expected"),
+    [
+        ([_applied()], 0.0),  # nothing to wait for
+        ([_applied([START])], 5.0),  # its attempt's outcome: the hold
+        ([_applied([START], awaited=True)], 0.01),  # an answer, and an attempt it started runs: linger
+        ([_applied([START]), _applied(awaited=True, ended=[("inv_a", 1)])], 0.0),  # answered, none runs
+        ([_applied([START], awaited=True, commands=True)], 0.0),  # commands: others read behind them
+        ([_applied([START, SOON])], 0.0),  # a timer due within the hold is set only once committed
+        ([_applied([START, LATER])], 5.0),  # a retention timer a day away does not hurry it
+    ],
+)
+def test_how_long_a_transaction_may_stay_open(applied: list[Applied], expected: float) -> None:
+    assert _open_with(*applied).hold_s(5.0, 0.01, now_ms=1_000) == expected
