@@ -181,6 +181,7 @@ class ProcessorService:
             )
             while not self._stop.is_set():
                 self.step()
+            self._commit_held()
         except (Unrecoverable, HttpPortTaken) as e:
             fatal("processor", str(e))
         except Exception as e:
@@ -240,12 +241,6 @@ class ProcessorService:
     def _shutdown(self) -> None:
         log.info("processor.stopping")
         self.subscriptions.stop()
-        if self._open is not None and self.txn is not None:
-            try:
-                self._commit_open()
-            except (KafkaException, Wedged) as e:
-                log.warning("processor.final_commit_failed", error=describe(e))
-                self._rollback_open()
         if self.consumer is not None:
             try:
                 # A dynamic member leaves the group here: its partitions move at once. The
@@ -452,6 +447,17 @@ class ProcessorService:
 
     def _input_offsets(self, offsets: dict[int, int]) -> list[TopicPartition]:
         return [TopicPartition(self.topics.commands, p, o) for p, o in offsets.items()]
+
+    def _commit_held(self) -> None:
+        """On a clean stop, what is held commits (after a crash it is left to be aborted: it may
+        hold half a batch)."""
+        if self._open is None:
+            return
+        try:
+            self._commit_open()
+        except (KafkaException, Wedged) as e:
+            log.warning("processor.final_commit_failed", error=describe(e))
+            self._rollback_open()
 
     def _commit_open(self) -> None:
         assert self.consumer is not None and self.txn is not None and self._open is not None

@@ -250,3 +250,12 @@ LATER = ScheduleTimer(Timer(invocation_id="inv_a", completion_id=1, wake_up_at_m
 )
 def test_how_long_a_transaction_may_stay_open(applied: list[Applied], expected: float) -> None:
     assert _open_with(*applied).hold_s(5.0, 0.01, now_ms=1_000) == expected
+
+
+def test_a_clean_stop_commits_what_is_held(held: ProcessorService) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=10)
+    held.process([record(0, 10, invoke(inv=a))])
+    held._commit_held()
+    assert _producer(held).calls[-1] == "commit_transaction" and held._open is None
+    assert held.tasks.tasks[0].committed_offset == 11
