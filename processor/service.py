@@ -393,13 +393,15 @@ class ProcessorService:
         if not batch:
             return
         try:
+            fresh = self._open is None
             if self._open is None:
-                self.txn.begin()
                 self._open = OpenTransaction()
+            for task, _ in batch.values():
+                self._open.join(task)  # first: whatever fails from here reads the batch again
+            if fresh:
+                self.txn.begin()
                 if time.perf_counter() - self._committed_at < OFFSETS_FIRST_WITHIN_S:
                     self._send_offsets_first(batch)
-            for task, _ in batch.values():
-                self._open.join(task)
             applied = {
                 p: apply_records(task, msgs, self.producer, self._barriers.get(p), self.decoder.decode)
                 for p, (task, msgs) in batch.items()

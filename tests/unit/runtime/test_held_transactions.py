@@ -259,3 +259,16 @@ def test_a_clean_stop_commits_what_is_held(held: ProcessorService) -> None:
     held._commit_held()
     assert _producer(held).calls[-1] == "commit_transaction" and held._open is None
     assert held.tasks.tasks[0].committed_offset == 11
+
+
+@pytest.mark.parametrize("call", ["begin_transaction", "send_offsets_to_transaction"])
+def test_a_batch_whose_transaction_fails_before_it_is_applied_is_read_again(
+    held: ProcessorService, call: str
+) -> None:
+    a = invocation_on(0)
+    held.tasks.tasks[0] = running_task(0, start_offset=12)
+    held._committed_at = time.perf_counter()  # right after a commit: the offsets go first
+    _producer(held).fail[call] = KafkaError(KafkaError._TIMED_OUT, "slow", txn_requires_abort=True)
+    held.process([record(0, 12, invoke(inv=a))])
+    assert held.consumer.seeks == [(0, 12)]  # type: ignore[union-attr]  # not skipped
+    assert held._open is None and _status(held, 0, a) is None
