@@ -69,15 +69,21 @@ class Applied(NamedTuple):
     ended: list[tuple[str, int]]  # the attempts (invocation id, attempt) whose outcomes it applied
 
 
+ChangelogWrites = list[tuple[str, bytes | None]]
+
+
 def apply_records(
     task: PartitionTask,
     messages: list[Message],
     sink: Sink,
     barrier_nonce: str | None = None,
     decode: Callable[[bytes], Command] = Command.decode,
+    changelog: Callable[[PartitionTask, ChangelogWrites], None] | None = None,
 ) -> Applied:
     """Apply `messages` (all of `task`'s partition, in order). `decode` does no I/O
-    (processor.decoding: registry schemas are fetched before the transaction)."""
+    (processor.decoding: registry schemas are fetched before the transaction). Changelog writes
+    go to `changelog` when given (the processor keeps the last per key until its commit), else
+    straight to `sink`."""
     assert task.store is not None
     topics = task.topics
     actions: list[Action] = []
@@ -115,7 +121,10 @@ def apply_records(
             raise PoisonCommand(
                 task.partition, offset, f"the state machine failed on this command: {e!r}"
             ) from e
-        _write_changelog(task, step.writes, sink)
+        if changelog is None:
+            write_changelog(task, step.writes, sink)
+        elif step.writes:
+            changelog(task, step.writes)
         for action in step.actions:
             if isinstance(action, SendResult | SendAccepted):
                 published = action.result if isinstance(action, SendResult) else action.accepted
@@ -132,7 +141,7 @@ def apply_records(
     return Applied(actions, barrier_seen, awaited, commands, ended)
 
 
-def _write_changelog(task: PartitionTask, writes: list[tuple[str, bytes | None]], sink: Sink) -> None:
+def write_changelog(task: PartitionTask, writes: ChangelogWrites, sink: Sink) -> None:
     if not writes:
         return
     topic = task.topics.changelog

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from processor.apply import Applied
+from processor.apply import Applied, ChangelogWrites
 from processor.state_machine import Action, InvokeAttempt, NotifyAttempt, ScheduleTimer
 from processor.task import PartitionTask
 
@@ -36,10 +36,19 @@ class OpenTransaction:
     attempts: bool = False  # attempts started or told something: their outcomes come soon
     running: set[tuple[str, int]] = field(default_factory=set)  # started in it, outcome not yet in it
     timer_due_ms: int | None = None  # the earliest timer waiting for the commit
+    # Changelog writes by partition, the last per key: produced at commit (a compacted topic keeps
+    # only the last anyway, and read_committed readers never see the ones before it).
+    changelog: dict[int, dict[str, bytes | None]] = field(default_factory=dict)
 
     def join(self, task: PartitionTask) -> None:
         """Before applying: a task whose records are (being) applied in it is rolled back with it."""
         self.tasks[task.partition] = task
+
+    def write(self, task: PartitionTask, writes: ChangelogWrites) -> None:
+        latest = self.changelog.setdefault(task.partition, {})
+        for key, value in writes:
+            latest.pop(key, None)  # in the order of the last writes
+            latest[key] = value
 
     def add(self, task: PartitionTask, next_offset: int, records: int, applied: Applied) -> None:
         p = task.partition

@@ -39,7 +39,7 @@ from kafka_core.metadata import MetadataView
 from kafka_core.request_identity import load_request_signer
 from kafka_core.supervision import KafkaLink, Unrecoverable, exit_code, fatal, join_problems
 from processor import metrics, state_machine
-from processor.apply import PoisonCommand, apply_records
+from processor.apply import PoisonCommand, apply_records, write_changelog
 from processor.decoding import CommandDecoder, decoder_for
 from processor.effects import EffectProducer
 from processor.http_server import HttpPortTaken, ProcessorHttp
@@ -403,7 +403,9 @@ class ProcessorService:
                 if time.perf_counter() - self._committed_at < OFFSETS_FIRST_WITHIN_S:
                     self._send_offsets_first(batch)
             applied = {
-                p: apply_records(task, msgs, self.producer, self._barriers.get(p), self.decoder.decode)
+                p: apply_records(
+                    task, msgs, self.producer, self._barriers.get(p), self.decoder.decode, self._open.write
+                )
                 for p, (task, msgs) in batch.items()
             }
             for p, (task, msgs) in batch.items():
@@ -464,6 +466,8 @@ class ProcessorService:
     def _commit_open(self) -> None:
         assert self.consumer is not None and self.txn is not None and self._open is not None
         open_txn = self._open
+        for p, latest in open_txn.changelog.items():
+            write_changelog(open_txn.tasks[p], list(latest.items()), self.producer)
         if open_txn.offsets_sent != open_txn.next_offsets:
             self.txn.send_offsets(
                 self._input_offsets(open_txn.next_offsets), self.consumer.consumer_group_metadata()
