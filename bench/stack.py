@@ -146,6 +146,14 @@ class KinvokeStack:
         return out
 
 
+def _free_port_besides(taken: set[int]) -> int:
+    """A free port not in `taken` (added to it)."""
+    while (port := free_port()) in taken:
+        pass
+    taken.add(port)
+    return port
+
+
 @contextlib.contextmanager
 def kinvoke_stack(
     kind: str = "kafka",
@@ -163,8 +171,11 @@ def kinvoke_stack(
     parts: dict[str, Component] = {}
     deployment = SdkDeployment(app, log=tmp / "sdk.log", settings=sdk_settings or {})
     try:
-        broker = start_broker(kind, tmp / "broker", free_port(), tmp / "broker.log")
-        admin_port, ingress_port = free_port(), free_port()
+        # Free ports are only probed, not held: keep them apart from the deployment's (chosen
+        # already, bound later) and from each other, or two pieces may be given one port.
+        taken = {deployment.port}
+        broker_port, admin_port, ingress_port = (_free_port_besides(taken) for _ in range(3))
+        broker = start_broker(kind, tmp / "broker", broker_port, tmp / "broker.log")
         env = {
             "KINVOKE_BOOTSTRAP_SERVERS": broker.bootstrap,
             "KINVOKE_ADMIN_PORT": str(admin_port),
